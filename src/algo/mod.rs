@@ -1,0 +1,495 @@
+//! The algorithms (RTN, GPTQ, Qronos), written once against [`Backend`].
+//!
+//! Stages of one layer, each its own function: load → grams (streamed over token chunks) →
+//! prepare (dead columns, act-order permutation, damping, inverse Cholesky factor) → sweep
+//! (GPTQ's lazy-batch sweep; Qronos's correction + least-squares re-solve, then the same sweep)
+//! → download → objectives (from Gram traces, no second pass over the tokens).
+
+mod config;
+mod objective;
+mod sweep;
+
+pub use config::{GroupSize, Method, QuantConfig};
+pub use objective::Objectives;
+
+use std::time::Instant;
+
+use crate::backend::{Backend, DampRule, Grams, SweepSpec};
+use crate::grid::Grid;
+use crate::{Error, Result};
+
+/// Calibration data of one layer.
+#[derive(Clone, Copy, Debug)]
+pub enum Calibration<'a> {
+    /// `n` tokens: `x` row-major `[n, d]` from the float model, `xq` (optional, `X̃`) from the
+    /// quantized model. Absent `xq` means `X̃ = X`.
+    Tokens {
+        x: &'a [f32],
+        xq: Option<&'a [f32]>,
+        n: usize,
+    },
+    /// Precomputed running means, row-major `[d, d]`: `H = X̃ᵀX̃/N`, `G = XᵀX̃/N` and optionally
+    /// `XX = XᵀX/N` (needed for the objectives).
+    Grams {
+        h: &'a [f32],
+        g: &'a [f32],
+        xx: Option<&'a [f32]>,
+    },
+}
+
+/// One linear layer to quantize: `w` row-major `[m, d]` (rows = output channels).
+#[derive(Clone, Copy, Debug)]
+pub struct LayerInput<'a> {
+    pub w: &'a [f32],
+    pub m: usize,
+    pub d: usize,
+    pub calib: Calibration<'a>,
+}
+
+/// Wall-clock seconds per stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub load: f64,
+    pub gram: f64,
+    pub factor: f64,
+    pub sweep: f64,
+    pub objectives: f64,
+    pub total: f64,
+}
+
+/// The quantized layer. Row-major like the input: `q`, `codes`: `[m, d]`; `scales`, `zeros`:
+/// `[m, ngroups]`; `g_idx`: `[d]`, and `q[r, j] == scales[r, g] · (codes[r, j] − zeros[r, g])`
+/// with `g = g_idx[j]`, exactly.
+#[derive(Clone, Debug)]
+pub struct LayerResult {
+    pub m: usize,
+    pub d: usize,
+    pub ngroups: usize,
+    pub q: Vec<f32>,
+    pub codes: Vec<i32>,
+    pub scales: Vec<f32>,
+    pub zeros: Vec<f32>,
+    pub g_idx: Vec<i32>,
+    /// The λ added to `diag(H)` (after retries); `None` for RTN.
+    pub damping: Option<f64>,
+    /// Damping retries needed (λ ×10 each).
+    pub retries: u32,
+    /// Set when the factorisation kept failing and the layer fell back to RTN.
+    pub fallback: Option<String>,
+    pub objective: Option<Objectives>,
+    pub timings: Timings,
+}
+
+/// Progress reports and cancellation for long work. `stage` names the stage; return `false`
+/// to cancel (the call then ends with [`Error::Cancelled`]).
+pub trait Progress {
+    fn update(&mut self, stage: &str, done: u64, total: u64) -> bool;
+}
+
+/// A [`Progress`] that reports nothing and never cancels.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn update(&mut self, _: &str, _: u64, _: u64) -> bool {
+        true
+    }
+}
+
+fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
+    if p.update(stage, done, total) {
+        Ok(())
+    } else {
+        Err(Error::Cancelled)
+    }
+}
+
+/// Tokens per Gram update: big enough for efficient GEMMs, small enough to bound memory.
+pub const GRAM_CHUNK_TOKENS: usize = 2048;
+
+/// Host transpose of a row-major `[rows, cols]` array (= column-major `cols × rows`) into
+/// column-major `rows × cols`.
+pub(crate) fn to_col_major(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    for (r, row) in a.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
+/// Quantize one layer on `backend`. Validates `cfg` and the input shapes; NaN/Inf checks on
+/// the data are the caller's (the IO layer reports them with file and tensor names).
+pub fn quantize_layer<B: Backend>(
+    backend: &B,
+    cfg: &QuantConfig,
+    input: &LayerInput<'_>,
+    progress: &mut dyn Progress,
+) -> Result<LayerResult> {
+    cfg.validate()?;
+    let t_start = Instant::now();
+    let (m, d) = (input.m, input.d);
+    assert_eq!(input.w.len(), m * d, "w length");
+    let mut t = Timings::default();
+
+    // ----- load -----
+    let t0 = Instant::now();
+    let w0 = backend.upload(m, d, &to_col_major(input.w, m, d))?;
+    t.load = t0.elapsed().as_secs_f64();
+
+    // ----- grams -----
+    let t0 = Instant::now();
+    let (grams, diag) = grams(backend, cfg, input, progress)?;
+    t.gram = t0.elapsed().as_secs_f64();
+
+    let mut out = loop_with_retries(backend, cfg, &w0, &grams, &diag, m, d, &mut t, progress)?;
+
+    // ----- objectives -----
+    let t0 = Instant::now();
+    if cfg.objectives {
+        tick(progress, "objectives", 0, 1)?;
+        out.objective = objective::compute(backend, &w0, &out, &grams)?;
+    }
+    t.objectives = t0.elapsed().as_secs_f64();
+    t.total = t_start.elapsed().as_secs_f64();
+    out.timings = t;
+    Ok(out)
+}
+
+/// Accumulates the Gram matrices on the backend; also returns `diag(H)` computed on the host
+/// (f64) so ordering decisions (act-order, dead columns) never need a readback and are the
+/// same on every backend.
+fn grams<B: Backend>(
+    backend: &B,
+    cfg: &QuantConfig,
+    input: &LayerInput<'_>,
+    progress: &mut dyn Progress,
+) -> Result<(Grams<B::Mat>, Vec<f64>)> {
+    let d = input.d;
+    match input.calib {
+        Calibration::Tokens { x, xq, n } => {
+            assert_eq!(x.len(), n * d, "x length");
+            let mut acc = backend.gram_init(d, xq.is_some(), cfg.objectives)?;
+            let mut diag = vec![0f64; d];
+            let total = n as u64;
+            for start in (0..n).step_by(GRAM_CHUNK_TOKENS) {
+                let end = (start + GRAM_CHUNK_TOKENS).min(n);
+                let xs = &x[start * d..end * d];
+                let xqs = xq.map(|v| &v[start * d..end * d]);
+                for row in xqs.unwrap_or(xs).chunks_exact(d) {
+                    for (s, v) in diag.iter_mut().zip(row) {
+                        *s += (*v as f64) * (*v as f64);
+                    }
+                }
+                backend.gram_update(&mut acc, xs, xqs, end - start)?;
+                tick(progress, "gram", end as u64, total)?;
+            }
+            backend.gram_finish(&mut acc)?;
+            diag.iter_mut().for_each(|v| *v /= n as f64);
+            Ok((acc, diag))
+        }
+        Calibration::Grams { h, g, xx } => {
+            let diag = (0..d).map(|i| h[i * d + i] as f64).collect();
+            // H is symmetric (row-major = column-major); G must be transposed.
+            let dm = xx.map(|xx| {
+                // D = XX − H − C − Cᵀ = XX − G − Gᵀ + H   (C = G − H)
+                let mut out = vec![0f32; d * d];
+                for i in 0..d {
+                    for j in 0..d {
+                        let v = xx[i * d + j] as f64 - g[i * d + j] as f64 - g[j * d + i] as f64
+                            + h[i * d + j] as f64;
+                        out[j * d + i] = v as f32;
+                    }
+                }
+                out
+            });
+            let grams = Grams {
+                h: backend.upload(d, d, h)?,
+                g: Some(backend.upload(d, d, &to_col_major(g, d, d))?),
+                d: match (&dm, cfg.objectives) {
+                    (Some(dm), true) => Some(backend.upload(d, d, dm)?),
+                    _ => None,
+                },
+                n: 0,
+            };
+            Ok((grams, diag))
+        }
+    }
+}
+
+/// The sweep order: identity, or columns by descending `diag(H)` (ties by index).
+fn column_order(cfg: &QuantConfig, diag: &[f64]) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..diag.len()).collect();
+    if cfg.permutes() {
+        perm.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]).then(a.cmp(&b)));
+    }
+    perm
+}
+
+#[allow(clippy::too_many_arguments)]
+fn loop_with_retries<B: Backend>(
+    backend: &B,
+    cfg: &QuantConfig,
+    w0: &B::Mat,
+    grams: &Grams<B::Mat>,
+    diag: &[f64],
+    m: usize,
+    d: usize,
+    t: &mut Timings,
+    progress: &mut dyn Progress,
+) -> Result<LayerResult> {
+    let mut factor = 1.0f32;
+    for retry in 0..=cfg.max_damp_retries {
+        let mut res = run_once(backend, cfg, w0, grams, diag, m, d, factor, t, progress)?;
+        match res.status {
+            0 => {
+                let mut out = res.result;
+                out.retries = retry;
+                return Ok(out);
+            }
+            col => {
+                log::warn!(
+                    "Cholesky failed at column {} with damping {:e}; retrying with 10× the damping",
+                    col - 1,
+                    res.result.damping.unwrap_or(0.0)
+                );
+                factor *= 10.0;
+                res.result.retries = retry;
+            }
+        }
+        if retry == cfg.max_damp_retries {
+            log::warn!(
+                "factorisation still fails after {} retries: falling back to RTN for this layer",
+                cfg.max_damp_retries
+            );
+            let rtn_cfg = QuantConfig {
+                method: Method::Rtn,
+                ..cfg.clone()
+            };
+            let mut out =
+                run_once(backend, &rtn_cfg, w0, grams, diag, m, d, 1.0, t, progress)?.result;
+            out.fallback = Some(format!(
+                "rtn: Cholesky failed at column {} after {} damping retries",
+                res.status - 1,
+                cfg.max_damp_retries
+            ));
+            out.retries = retry;
+            return Ok(out);
+        }
+    }
+    unreachable!()
+}
+
+struct Attempt {
+    result: LayerResult,
+    /// 0, or 1 + the failing column of the factorisation.
+    status: usize,
+}
+
+/// One complete attempt with damping multiplier `factor`; the only readbacks are at the end.
+#[allow(clippy::too_many_arguments)]
+fn run_once<B: Backend>(
+    backend: &B,
+    cfg: &QuantConfig,
+    w0: &B::Mat,
+    grams: &Grams<B::Mat>,
+    diag: &[f64],
+    m: usize,
+    d: usize,
+    factor: f32,
+    t: &mut Timings,
+    progress: &mut dyn Progress,
+) -> Result<Attempt> {
+    let t0 = Instant::now();
+    let grid = Grid::new(cfg.bits, cfg.sym);
+    let g = cfg.group_size.columns(d);
+    let ngroups = d.div_ceil(g);
+    let rtn = cfg.method == Method::Rtn;
+    let perm: Vec<usize> = if rtn {
+        (0..d).collect()
+    } else {
+        column_order(cfg, diag)
+    };
+    let perm_u32: Vec<u32> = perm.iter().map(|&p| p as u32).collect();
+    let perm_idx = backend.upload_idx(&perm_u32)?;
+    let dead: Vec<u32> = (0..d as u32).filter(|&j| diag[j as usize] == 0.0).collect();
+
+    // Working copies in sweep order.
+    let mut w = backend.permute(w0, None, Some(&perm_idx))?;
+    let mut h = backend.permute(&grams.h, Some(&perm_idx), Some(&perm_idx))?;
+    let gp = match &grams.g {
+        Some(gm) => Some(backend.permute(gm, Some(&perm_idx), Some(&perm_idx))?),
+        None => None,
+    };
+    let dead_p: Vec<u32> = (0..d as u32)
+        .filter(|&j| diag[perm[j as usize]] == 0.0)
+        .collect();
+    if !dead_p.is_empty() && !rtn {
+        log::info!("{} dead input columns (zero in every token)", dead.len());
+        let idx = backend.upload_idx(&dead_p)?;
+        backend.fix_dead(&mut h, &mut w, &idx)?;
+    }
+
+    // Groups: which group each sweep position belongs to, and the exported g_idx.
+    let mut scales = backend.zeros(m, ngroups)?;
+    let mut zeros = backend.zeros(m, ngroups)?;
+    let dynamic = !rtn && !cfg.static_groups();
+    let (group_of, g_idx): (Vec<u32>, Vec<i32>) = if cfg.act_order && !cfg.desc_act && !rtn {
+        // static groups over the original contiguous columns, trivial g_idx
+        (
+            perm.iter().map(|&p| (p / g) as u32).collect(),
+            (0..d).map(|k| (k / g) as i32).collect(),
+        )
+    } else {
+        let mut g_idx = vec![0i32; d];
+        for (pos, &col) in perm.iter().enumerate() {
+            g_idx[col] = (pos / g) as i32;
+        }
+        ((0..d).map(|j| (j / g) as u32).collect(), g_idx)
+    };
+    if !dynamic {
+        if cfg.act_order && !cfg.desc_act && !rtn {
+            // parameters of the original contiguous groups, dead columns already zero
+            let mut wz = backend.permute(w0, None, None)?;
+            if !dead.is_empty() {
+                let mut scratch = backend.zeros(d, d)?;
+                backend.fix_dead(&mut scratch, &mut wz, &backend.upload_idx(&dead)?)?;
+            }
+            backend.group_params(grid, &wz, g, &mut scales, &mut zeros)?;
+        } else {
+            backend.group_params(grid, &w, g, &mut scales, &mut zeros)?;
+        }
+    }
+    let group_of = backend.upload_idx(&group_of)?;
+    let spec = SweepSpec {
+        grid,
+        group_size: g,
+        dynamic,
+        propagate: !rtn,
+    };
+    let mut q = backend.zeros(m, d)?;
+    let mut codes = backend.zeros(m, d)?;
+
+    let (lambda, status) = if rtn {
+        t.factor = 0.0;
+        let t1 = Instant::now();
+        let dummy = backend.zeros(1, 1)?;
+        let mut err = backend.zeros(1, 1)?;
+        backend.sweep(
+            &spec, &mut w, &dummy, &mut q, &mut codes, &mut scales, &mut zeros, &mut err,
+            &group_of, 0, d,
+        )?;
+        t.sweep = t1.elapsed().as_secs_f64();
+        (None, None)
+    } else {
+        tick(progress, "factor", 0, 1)?;
+        let rule = match cfg.method {
+            Method::Qronos => DampRule::LambdaMax {
+                alpha: cfg.qronos_alpha,
+                iters: cfg.power_iters,
+            },
+            _ => DampRule::MeanDiag(cfg.damp_percent),
+        };
+        let lambda = backend.damping(&h, rule)?;
+        let mut hd = backend.permute(&h, None, None)?;
+        backend.add_diag(&mut hd, factor, &lambda)?;
+        let (u, status) = backend.inverse_cholesky(&hd)?;
+        drop(hd);
+        t.factor = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut start = 0;
+        if cfg.method == Method::Qronos {
+            let gm = gp.as_ref().unwrap_or(&h);
+            sweep::qronos_first_column(
+                backend,
+                &spec,
+                sweep::QronosInputs {
+                    w: &mut w,
+                    h: &h,
+                    g: gm,
+                    u: &u,
+                    lambda: &lambda,
+                    damp_factor: factor,
+                    h00: if dead_p.first() == Some(&0) {
+                        1.0
+                    } else {
+                        diag[perm[0]]
+                    },
+                },
+                &mut q,
+                &mut codes,
+                &mut scales,
+                &mut zeros,
+                &group_of,
+            )?;
+            start = 1;
+        }
+        sweep::gptq_sweep(
+            backend,
+            &spec,
+            &mut w,
+            &u,
+            &mut q,
+            &mut codes,
+            &mut scales,
+            &mut zeros,
+            &group_of,
+            start,
+            cfg.block_size,
+            progress,
+        )?;
+        t.sweep = t1.elapsed().as_secs_f64();
+        (Some(lambda), Some(status))
+    };
+
+    // ----- the readback -----
+    let qv = backend.download(&q)?;
+    let cv = backend.download(&codes)?;
+    let sv = backend.download(&scales)?;
+    let zv = backend.download(&zeros)?;
+    let lambda = match &lambda {
+        Some(l) => Some(backend.download(l)?[0] as f64 * factor as f64),
+        None => None,
+    };
+    let status = match &status {
+        Some(s) => backend.download(s)?[0] as usize,
+        None => 0,
+    };
+
+    // Undo the permutation: sweep position j holds original column perm[j].
+    let mut qo = vec![0f32; m * d];
+    let mut co = vec![0i32; m * d];
+    for (j, &col) in perm.iter().enumerate() {
+        for r in 0..m {
+            qo[r * d + col] = qv[j * m + r];
+            co[r * d + col] = cv[j * m + r] as i32;
+        }
+    }
+    let row_major = |v: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; m * ngroups];
+        for k in 0..ngroups {
+            for r in 0..m {
+                out[r * ngroups + k] = v[k * m + r];
+            }
+        }
+        out
+    };
+    Ok(Attempt {
+        result: LayerResult {
+            m,
+            d,
+            ngroups,
+            q: qo,
+            codes: co,
+            scales: row_major(&sv),
+            zeros: row_major(&zv),
+            g_idx,
+            damping: lambda,
+            retries: 0,
+            fallback: None,
+            objective: None,
+            timings: Timings::default(),
+        },
+        status,
+    })
+}

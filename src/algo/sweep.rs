@@ -1,0 +1,153 @@
+//! The column sweep shared by GPTQ and Qronos, and Qronos's first-column step.
+
+use super::{tick, Progress};
+use crate::backend::{Backend, Region, SweepSpec};
+use crate::Result;
+
+/// GPTQ's lazy-batch sweep over columns `[start, d)` (DESIGN §1.4 step 5): each block is
+/// quantized by [`Backend::sweep`] (in-block rank-1 updates), then the columns after it get
+/// one GEMM `W[:, c1:] −= E · U[c0:c1, c1:]`. With dynamic groups a block never crosses a
+/// group start, so every group's parameters see all updates so far and the result does not
+/// depend on the block size.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gptq_sweep<B: Backend>(
+    b: &B,
+    spec: &SweepSpec,
+    w: &mut B::Mat,
+    u: &B::Mat,
+    q: &mut B::Mat,
+    codes: &mut B::Mat,
+    scales: &mut B::Mat,
+    zeros: &mut B::Mat,
+    group_of: &B::Idx,
+    start: usize,
+    block: usize,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let (m, d) = b.shape(w);
+    let g = spec.group_size;
+    let mut err = b.zeros(m, block.min(d.max(1)))?;
+    let mut c0 = start;
+    while c0 < d {
+        let mut c1 = (c0 + block).min(d);
+        if spec.dynamic {
+            c1 = c1.min((c0 / g + 1) * g);
+        }
+        b.sweep(spec, w, u, q, codes, scales, zeros, &mut err, group_of, c0, c1)?;
+        if c1 < d {
+            b.gemm(
+                w,
+                Region::cols(m, c1, d),
+                -1.0,
+                &err,
+                Region::cols(m, 0, c1 - c0),
+                false,
+                u,
+                Region {
+                    row0: c0,
+                    col0: c1,
+                    rows: c1 - c0,
+                    cols: d - c1,
+                },
+                false,
+                1.0,
+            )?;
+        }
+        tick(progress, "sweep", c1 as u64, d as u64)?;
+        c0 = c1;
+    }
+    Ok(())
+}
+
+/// What Qronos's first step reads (all in sweep order).
+pub(super) struct QronosInputs<'a, B: Backend> {
+    /// Weights, `W₀` on entry; on exit column 0 holds `v₀` and columns `1..` the least-squares
+    /// re-solve.
+    pub w: &'a mut B::Mat,
+    /// Undamped `H`.
+    pub h: &'a B::Mat,
+    /// `G` (`H` when `X̃ = X`).
+    pub g: &'a B::Mat,
+    /// Upper factor of `(H + λI)⁻¹`.
+    pub u: &'a B::Mat,
+    /// `1 × 1` λ on the backend, and the retry multiplier applied to it.
+    pub lambda: &'a B::Mat,
+    pub damp_factor: f32,
+    /// `H[0, 0]` (known on the host).
+    pub h00: f64,
+}
+
+/// Qronos steps 1–3 (DESIGN §1.5): correct column 0 against the mismatch, round it, and
+/// re-solve columns `1..d` by least squares:
+/// - `v₀ = W₀[:,0] + W₀ · (G[:,0] − H[:,0]) / H[0,0]`   (= `(W₀G[:,0] − Σ_{j≥1} W₀[:,j]H[j,0]) / H[0,0]`)
+/// - `q₀ = quant(v₀)` (the first group's parameters from `[v₀ | W₀[:,1:g]]`)
+/// - `W[:,1:] = (W₀ · (G + λI)[:,1:] − q₀ · H[0,1:]) · A`, `A = U₁ᵀU₁`, `U₁ = U[1:,1:]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn qronos_first_column<B: Backend>(
+    b: &B,
+    spec: &SweepSpec,
+    x: QronosInputs<'_, B>,
+    q: &mut B::Mat,
+    codes: &mut B::Mat,
+    scales: &mut B::Mat,
+    zeros: &mut B::Mat,
+    group_of: &B::Idx,
+) -> Result<()> {
+    let (m, d) = b.shape(x.w);
+    let rest = Region::cols(m, 1, d);
+    let hrest = Region::cols(d, 1, d);
+    // R = W₀ · G[:, 1:] + λ W₀[:, 1:]      (before column 0 of W changes)
+    let mut r = b.zeros(m, d - 1)?;
+    let rall = Region::all(m, d - 1);
+    if d > 1 {
+        b.gemm(&mut r, rall, 1.0, x.w, Region::all(m, d), false, x.g, hrest, false, 0.0)?;
+        b.axpy(&mut r, rall, x.damp_factor, x.w, rest, Some(x.lambda))?;
+    }
+    // v₀ = W₀[:,0] + W₀ · c / H[0,0],  c = G[:,0] − H[:,0]
+    let col0 = Region::cols(d, 0, 1);
+    let mut c = b.zeros(d, 1)?;
+    b.copy(&mut c, Region::all(d, 1), x.g, col0)?;
+    b.axpy(&mut c, Region::all(d, 1), -1.0, x.h, col0, None)?;
+    let mut v = b.zeros(m, 1)?;
+    b.gemm(&mut v, Region::all(m, 1), 1.0, x.w, Region::all(m, d), false, &c, Region::all(d, 1), false, 0.0)?;
+    b.axpy(x.w, Region::cols(m, 0, 1), (1.0 / x.h00) as f32, &v, Region::all(m, 1), None)?;
+    // q₀: quantize column 0 alone (its group's parameters from [v₀ | W₀[:, 1:g]])
+    let no_prop = SweepSpec {
+        propagate: false,
+        ..*spec
+    };
+    let mut err = b.zeros(1, 1)?;
+    b.sweep(&no_prop, x.w, x.u, q, codes, scales, zeros, &mut err, group_of, 0, 1)?;
+    if d == 1 {
+        return Ok(());
+    }
+    // R −= q₀ · H[0, 1:]
+    b.gemm(
+        &mut r,
+        rall,
+        -1.0,
+        q,
+        Region::cols(m, 0, 1),
+        false,
+        x.h,
+        Region {
+            row0: 0,
+            col0: 1,
+            rows: 1,
+            cols: d - 1,
+        },
+        false,
+        1.0,
+    )?;
+    // W[:, 1:] = (R · U₁ᵀ) · U₁
+    let u1 = Region {
+        row0: 1,
+        col0: 1,
+        rows: d - 1,
+        cols: d - 1,
+    };
+    let mut t = b.zeros(m, d - 1)?;
+    b.gemm(&mut t, rall, 1.0, &r, rall, false, x.u, u1, true, 0.0)?;
+    b.gemm(x.w, rest, 1.0, &t, rall, false, x.u, u1, false, 0.0)?;
+    Ok(())
+}

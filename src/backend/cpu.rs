@@ -1,0 +1,442 @@
+//! CPU backend (faer): the reference every GPU kernel family is checked against.
+//!
+//! f32 storage like the GPU; the factorisation runs in f64 (the CPU may, the GPU cannot).
+//! Grams use syrk-style products (only the lower triangle is computed while accumulating).
+
+use faer::linalg::matmul::triangular::{self as tri, BlockStructure};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+
+use super::{Backend, BackendInfo, DampRule, Grams, Region, SweepSpec};
+use crate::grid::{Grid, GroupParams};
+use crate::Result;
+
+/// The faer backend. `par` is the parallelism faer's kernels use (all cores by default).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuBackend {
+    pub par: Par,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend {
+            par: Par::rayon(0),
+        }
+    }
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn view(a: &Mat<f32>, r: Region) -> MatRef<'_, f32> {
+    a.as_ref().submatrix(r.row0, r.col0, r.rows, r.cols)
+}
+
+fn view_mut(a: &mut Mat<f32>, r: Region) -> MatMut<'_, f32> {
+    a.as_mut().submatrix_mut(r.row0, r.col0, r.rows, r.cols)
+}
+
+fn op(a: MatRef<'_, f32>, t: bool) -> MatRef<'_, f32> {
+    if t {
+        a.transpose()
+    } else {
+        a
+    }
+}
+
+/// `acc ← keep·acc + alpha·a·bᵀ` on the lower triangle (`b = None`: `a·aᵀ`) or in full.
+fn accumulate_outer(
+    acc: &mut Mat<f32>,
+    a: MatRef<'_, f32>,
+    b: Option<MatRef<'_, f32>>,
+    keep: f32,
+    alpha: f32,
+    par: Par,
+) {
+    let d = acc.nrows();
+    let sym = b.is_none();
+    let accum = if keep == 0.0 {
+        Accum::Replace
+    } else {
+        if keep != 1.0 {
+            for j in 0..d {
+                let start = if sym { j } else { 0 };
+                for v in &mut acc.col_as_slice_mut(j)[start..] {
+                    *v *= keep;
+                }
+            }
+        }
+        Accum::Add
+    };
+    if sym {
+        tri::matmul(
+            acc.as_mut(),
+            BlockStructure::TriangularLower,
+            accum,
+            a,
+            BlockStructure::Rectangular,
+            a.transpose(),
+            BlockStructure::Rectangular,
+            alpha,
+            par,
+        );
+    } else {
+        matmul(acc.as_mut(), accum, a, b.unwrap().transpose(), alpha, par);
+    }
+}
+
+fn mirror_lower(a: &mut Mat<f32>) {
+    let d = a.nrows();
+    for j in 0..d {
+        for i in j + 1..d {
+            a[(j, i)] = a[(i, j)];
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    type Mat = Mat<f32>;
+    type Idx = Vec<u32>;
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            device: "cpu".into(),
+            adapter: "faer".into(),
+        }
+    }
+
+    fn upload(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Mat<f32>> {
+        assert_eq!(data.len(), rows * cols, "upload: data length");
+        Ok(MatRef::from_column_major_slice(data, rows, cols).to_owned())
+    }
+
+    fn zeros(&self, rows: usize, cols: usize) -> Result<Mat<f32>> {
+        Ok(Mat::zeros(rows, cols))
+    }
+
+    fn shape(&self, a: &Mat<f32>) -> (usize, usize) {
+        (a.nrows(), a.ncols())
+    }
+
+    fn download(&self, a: &Mat<f32>) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(a.nrows() * a.ncols());
+        for j in 0..a.ncols() {
+            out.extend_from_slice(a.col_as_slice(j));
+        }
+        Ok(out)
+    }
+
+    fn upload_idx(&self, data: &[u32]) -> Result<Vec<u32>> {
+        Ok(data.to_vec())
+    }
+
+    fn copy(&self, dst: &mut Mat<f32>, rd: Region, src: &Mat<f32>, rs: Region) -> Result<()> {
+        assert_eq!((rd.rows, rd.cols), (rs.rows, rs.cols), "copy: extents");
+        view_mut(dst, rd).copy_from(view(src, rs));
+        Ok(())
+    }
+
+    fn gram_init(&self, d: usize, mismatched: bool, delta: bool) -> Result<Grams<Mat<f32>>> {
+        Ok(Grams {
+            h: Mat::zeros(d, d),
+            g: mismatched.then(|| Mat::zeros(d, d)),
+            d: (mismatched && delta).then(|| Mat::zeros(d, d)),
+            n: 0,
+        })
+    }
+
+    fn gram_update(
+        &self,
+        acc: &mut Grams<Mat<f32>>,
+        x: &[f32],
+        xq: Option<&[f32]>,
+        tokens: usize,
+    ) -> Result<()> {
+        let d = acc.h.nrows();
+        assert_eq!(x.len(), tokens * d, "gram_update: x length");
+        assert_eq!(xq.is_some(), acc.g.is_some(), "gram_update: xq iff mismatched");
+        if tokens == 0 {
+            return Ok(());
+        }
+        let n_new = acc.n + tokens as u64;
+        let keep = (acc.n as f64 / n_new as f64) as f32;
+        let alpha = (1.0 / n_new as f64) as f32;
+        // A row-major [tokens, d] chunk is the column-major d × tokens matrix Xᵀ.
+        let xt = MatRef::from_column_major_slice(x, d, tokens);
+        match xq {
+            None => accumulate_outer(&mut acc.h, xt, None, keep, alpha, self.par),
+            Some(xq) => {
+                assert_eq!(xq.len(), tokens * d, "gram_update: xq length");
+                let xqt = MatRef::from_column_major_slice(xq, d, tokens);
+                accumulate_outer(&mut acc.h, xqt, None, keep, alpha, self.par);
+                accumulate_outer(acc.g.as_mut().unwrap(), xt, Some(xqt), keep, alpha, self.par);
+                if let Some(dm) = acc.d.as_mut() {
+                    let delta: Vec<f32> = x.iter().zip(xq).map(|(a, b)| a - b).collect();
+                    let dt = MatRef::from_column_major_slice(&delta, d, tokens);
+                    accumulate_outer(dm, dt, None, keep, alpha, self.par);
+                }
+            }
+        }
+        acc.n = n_new;
+        Ok(())
+    }
+
+    fn gram_finish(&self, acc: &mut Grams<Mat<f32>>) -> Result<()> {
+        mirror_lower(&mut acc.h);
+        if let Some(dm) = acc.d.as_mut() {
+            mirror_lower(dm);
+        }
+        Ok(())
+    }
+
+    fn axpy(
+        &self,
+        y: &mut Mat<f32>,
+        ry: Region,
+        alpha: f32,
+        x: &Mat<f32>,
+        rx: Region,
+        scalar: Option<&Mat<f32>>,
+    ) -> Result<()> {
+        assert_eq!((ry.rows, ry.cols), (rx.rows, rx.cols), "axpy: extents");
+        let a = alpha * scalar.map_or(1.0, |s| s[(0, 0)]);
+        for j in 0..ry.cols {
+            let xs = &x.col_as_slice(rx.col0 + j)[rx.row0..rx.row0 + rx.rows];
+            let ys = &mut y.col_as_slice_mut(ry.col0 + j)[ry.row0..ry.row0 + ry.rows];
+            for (yv, xv) in ys.iter_mut().zip(xs) {
+                *yv += a * xv;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_diag(&self, a: &mut Mat<f32>, alpha: f32, scalar: &Mat<f32>) -> Result<()> {
+        assert_eq!(a.nrows(), a.ncols(), "add_diag: square");
+        let v = alpha * scalar[(0, 0)];
+        for i in 0..a.nrows() {
+            a[(i, i)] += v;
+        }
+        Ok(())
+    }
+
+    fn permute(
+        &self,
+        a: &Mat<f32>,
+        rows: Option<&Vec<u32>>,
+        cols: Option<&Vec<u32>>,
+    ) -> Result<Mat<f32>> {
+        let r = |i: usize| rows.map_or(i, |p| p[i] as usize);
+        let c = |j: usize| cols.map_or(j, |p| p[j] as usize);
+        Ok(Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(r(i), c(j))]))
+    }
+
+    fn fix_dead(&self, h: &mut Mat<f32>, w: &mut Mat<f32>, dead: &Vec<u32>) -> Result<()> {
+        for &j in dead {
+            let j = j as usize;
+            h[(j, j)] = 1.0;
+            w.col_as_slice_mut(j).fill(0.0);
+        }
+        Ok(())
+    }
+
+    fn gemm(
+        &self,
+        c: &mut Mat<f32>,
+        rc: Region,
+        alpha: f32,
+        a: &Mat<f32>,
+        ra: Region,
+        ta: bool,
+        b: &Mat<f32>,
+        rb: Region,
+        tb: bool,
+        beta: f32,
+    ) -> Result<()> {
+        let (av, bv) = (op(view(a, ra), ta), op(view(b, rb), tb));
+        let mut cv = view_mut(c, rc);
+        assert_eq!(
+            (av.nrows(), bv.ncols(), av.ncols()),
+            (cv.nrows(), cv.ncols(), bv.nrows()),
+            "gemm: shapes"
+        );
+        let accum = if beta == 0.0 {
+            Accum::Replace
+        } else {
+            if beta != 1.0 {
+                for j in 0..cv.ncols() {
+                    for i in 0..cv.nrows() {
+                        cv[(i, j)] *= beta;
+                    }
+                }
+            }
+            Accum::Add
+        };
+        matmul(cv, accum, av, bv, alpha, self.par);
+        Ok(())
+    }
+
+    fn dot_cols(&self, a: &Mat<f32>, ra: Region, b: &Mat<f32>, rb: Region) -> Result<Mat<f32>> {
+        assert_eq!((ra.rows, ra.cols), (rb.rows, rb.cols), "dot_cols: extents");
+        Ok(Mat::from_fn(ra.cols, 1, |j, _| {
+            let x = &a.col_as_slice(ra.col0 + j)[ra.row0..ra.row0 + ra.rows];
+            let y = &b.col_as_slice(rb.col0 + j)[rb.row0..rb.row0 + rb.rows];
+            x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>() as f32
+        }))
+    }
+
+    fn damping(&self, h: &Mat<f32>, rule: DampRule) -> Result<Mat<f32>> {
+        let d = h.nrows();
+        let lambda = match rule {
+            DampRule::MeanDiag(f) => {
+                let mean = (0..d).map(|i| h[(i, i)] as f64).sum::<f64>() / d as f64;
+                f as f64 * mean
+            }
+            DampRule::LambdaMax { alpha, iters } => {
+                alpha as f64 * lambda_max(h, iters, self.par)
+            }
+        };
+        Ok(Mat::from_fn(1, 1, |_, _| lambda as f32))
+    }
+
+    fn inverse_cholesky(&self, a: &Mat<f32>) -> Result<(Mat<f32>, Mat<f32>)> {
+        let d = a.nrows();
+        assert_eq!(d, a.ncols(), "inverse_cholesky: square");
+        // J a J = L Lᵀ  ⇒  a = (J L J)(J L J)ᵀ with J L J upper  ⇒  a⁻¹ = UᵀU, U = J L⁻¹ J.
+        let rev = Mat::<f64>::from_fn(d, d, |i, j| a[(d - 1 - i, d - 1 - j)] as f64);
+        let fail = |col: usize| Mat::from_fn(1, 1, |_, _| (col + 1) as f32);
+        let llt = match rev.llt(faer::Side::Lower) {
+            Ok(llt) => llt,
+            Err(faer::linalg::cholesky::llt::factor::LltError::NonPositivePivot { index }) => {
+                return Ok((Mat::zeros(d, d), fail(d - 1 - index)));
+            }
+        };
+        let mut linv = Mat::<f64>::zeros(d, d);
+        faer::linalg::triangular_inverse::invert_lower_triangular(
+            linv.as_mut(),
+            llt.L(),
+            self.par,
+        );
+        let u = Mat::<f32>::from_fn(d, d, |i, j| {
+            if i <= j {
+                linv[(d - 1 - i, d - 1 - j)] as f32
+            } else {
+                0.0
+            }
+        });
+        if let Some(bad) = (0..d).find(|&i| !(u[(i, i)].is_finite() && u[(i, i)] > 0.0)) {
+            return Ok((u, fail(bad)));
+        }
+        Ok((u, Mat::zeros(1, 1)))
+    }
+
+    fn sweep(
+        &self,
+        spec: &SweepSpec,
+        w: &mut Mat<f32>,
+        u: &Mat<f32>,
+        q: &mut Mat<f32>,
+        codes: &mut Mat<f32>,
+        scales: &mut Mat<f32>,
+        zeros: &mut Mat<f32>,
+        err: &mut Mat<f32>,
+        group_of: &Vec<u32>,
+        c0: usize,
+        c1: usize,
+    ) -> Result<()> {
+        let (m, d) = (w.nrows(), w.ncols());
+        let g = spec.group_size;
+        let grid = spec.grid;
+        let mut e = vec![0f32; m];
+        for j in c0..c1 {
+            let grp = if spec.dynamic {
+                j / g
+            } else {
+                group_of[j] as usize
+            };
+            if spec.dynamic && j % g == 0 {
+                let end = (j + g).min(d);
+                let mut lo = vec![f32::INFINITY; m];
+                let mut hi = vec![f32::NEG_INFINITY; m];
+                for k in j..end {
+                    for (r, &v) in w.col_as_slice(k).iter().enumerate() {
+                        lo[r] = lo[r].min(v);
+                        hi[r] = hi[r].max(v);
+                    }
+                }
+                for r in 0..m {
+                    let p = grid.params_from_range(lo[r], hi[r]);
+                    scales[(r, grp)] = p.scale;
+                    zeros[(r, grp)] = p.zero;
+                }
+            }
+            let ujj = u[(j, j)];
+            for r in 0..m {
+                let p = GroupParams {
+                    scale: scales[(r, grp)],
+                    zero: zeros[(r, grp)],
+                };
+                let wv = w[(r, j)];
+                let (c, qv) = grid.quantize(wv, p);
+                codes[(r, j)] = c;
+                q[(r, j)] = qv;
+                e[r] = (wv - qv) / ujj;
+            }
+            if spec.propagate {
+                for k in j + 1..c1 {
+                    let ujk = u[(j, k)];
+                    for (wv, ev) in w.col_as_slice_mut(k).iter_mut().zip(&e) {
+                        *wv -= ev * ujk;
+                    }
+                }
+                err.col_as_slice_mut(j - c0).copy_from_slice(&e);
+            }
+        }
+        Ok(())
+    }
+
+    fn group_params(
+        &self,
+        grid: Grid,
+        w: &Mat<f32>,
+        group_size: usize,
+        scales: &mut Mat<f32>,
+        zeros: &mut Mat<f32>,
+    ) -> Result<()> {
+        let (m, d) = (w.nrows(), w.ncols());
+        for (grp, c0) in (0..d).step_by(group_size).enumerate() {
+            let c1 = (c0 + group_size).min(d);
+            for r in 0..m {
+                let p = grid.params((c0..c1).map(|k| w[(r, k)]));
+                scales[(r, grp)] = p.scale;
+                zeros[(r, grp)] = p.zero;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `λmax(h)` by power iteration from [`super::power_start`]: `v ← hv/‖hv‖`, then `vᵀhv`.
+fn lambda_max(h: &Mat<f32>, iters: u32, par: Par) -> f64 {
+    let d = h.nrows();
+    let mut v = Mat::<f32>::from_fn(d, 1, |i, _| super::power_start(d)[i]);
+    let mut hv = Mat::<f32>::zeros(d, 1);
+    let norm = |x: &Mat<f32>| x.col_as_slice(0).iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let n0 = norm(&v);
+    v.col_as_slice_mut(0).iter_mut().for_each(|a| *a = (*a as f64 / n0) as f32);
+    for _ in 0..iters {
+        matmul(hv.as_mut(), Accum::Replace, h.as_ref(), v.as_ref(), 1.0, par);
+        let n = norm(&hv);
+        if !(n > 0.0 && n.is_finite()) {
+            return n;
+        }
+        for (a, b) in v.col_as_slice_mut(0).iter_mut().zip(hv.col_as_slice(0)) {
+            *a = (*b as f64 / n) as f32;
+        }
+    }
+    matmul(hv.as_mut(), Accum::Replace, h.as_ref(), v.as_ref(), 1.0, par);
+    let num: f64 = v.col_as_slice(0).iter().zip(hv.col_as_slice(0)).map(|(a, b)| *a as f64 * *b as f64).sum();
+    num / norm(&v).powi(2)
+}

@@ -1,0 +1,1 @@
+//! GPU backend (WGSL through wgpu). Being written.
