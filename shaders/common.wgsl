@@ -1,0 +1,58 @@
+// common.wgsl — prepended to every kernel family (see src/backend/gpu/shaders.rs).
+//
+// The quantizer grid of src/grid.rs, operation for operation (DESIGN §1.2). WGSL `round` rounds
+// half to even, like `f32::round_ties_even`. Keep both files in step: tests/gpu_grid.rs checks
+// them bit for bit on edge cases.
+
+struct GridParams {
+    scale: f32,
+    zero: f32,
+}
+
+// Largest code, 2^b − 1.
+fn grid_maxq(bits: u32) -> f32 {
+    return f32((1u << bits) - 1u);
+}
+
+// Grid::params_from_range.
+fn grid_params_from_range(mn: f32, mx: f32, bits: u32, sym: bool) -> GridParams {
+    var lo = min(mn, 0.0);
+    var hi = max(mx, 0.0);
+    if (lo == 0.0 && hi == 0.0) {
+        lo = -1.0;
+        hi = 1.0;
+    }
+    let maxq = grid_maxq(bits);
+    if (sym) {
+        let a = max(-lo, hi);
+        return GridParams(2.0 * a / maxq, f32(1u << (bits - 1u)));
+    }
+    let scale = (hi - lo) / maxq;
+    return GridParams(scale, round(-lo / scale));
+}
+
+// Grid::code: clamp(round(w / s) + z, 0, 2^b − 1). The clamp is written as Rust's
+// `f32::clamp` is (compare and replace), not WGSL's clamp = min(max(..)), so that a code of
+// −0 stays −0 exactly as on the CPU.
+fn grid_code(w: f32, p: GridParams, bits: u32) -> f32 {
+    var c = round(w / p.scale) + p.zero;
+    let maxq = grid_maxq(bits);
+    if (c < 0.0) {
+        c = 0.0;
+    }
+    if (c > maxq) {
+        c = maxq;
+    }
+    return c;
+}
+
+// Grid::dequant: s · (c − z).
+fn grid_dequant(c: f32, p: GridParams) -> f32 {
+    return p.scale * (c - p.zero);
+}
+
+// True when x is neither infinite nor NaN (by its bits: comparisons with NaN may be optimised
+// away by some compilers).
+fn is_finite_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
