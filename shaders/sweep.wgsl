@@ -51,6 +51,23 @@ struct GroupParamsParams {
     pad1: u32,
 }
 
+struct GroupRangeParams {
+    m: u32,
+    // columns of this panel; w_off = offset of its first column
+    ncols: u32,
+    w_off: u32,
+    first: u32,
+    last: u32,
+    bits: u32,
+    sym: u32,
+    // the group's scale / zero column
+    s_off: u32,
+    z_off: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
 struct ProbeParams {
     n: u32,
     bits: u32,
@@ -87,7 +104,8 @@ fn sweep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocatio
         var grp: u32;
         if (sp.dynamic_groups != 0u) {
             grp = j / gs;
-            if (live && j % gs == 0u) {
+            // the launcher computed the parameters of a group starting at c0 (group_range)
+            if (live && j % gs == 0u && j != sp.c0) {
                 // Grid::params over the current W[r, j .. min(j + gs, d)]
                 var mn = 3.4028235e38;
                 var mx = -3.4028235e38;
@@ -163,6 +181,42 @@ fn group_params(@builtin(global_invocation_id) gid: vec3<u32>) {
     let gpar = grid_params_from_range(mn, mx, gpp.bits, gpp.sym != 0u);
     gp_scales[gpp.s_off + gl * gpp.m + r] = gpar.scale;
     gp_zeros[gpp.z_off + gl * gpp.m + r] = gpar.zero;
+}
+
+// ---- dynamic parameters of the group starting at a sweep call's first column, computed
+// before the sweep kernel from the then-current W, over column panels of any width:
+// running per-row min / max in `mnmx` (2 × m), parameters on the last panel ----
+@group(0) @binding(0) var<storage, read> gr_w: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gr_mnmx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gr_scales: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gr_zeros: array<f32>;
+@group(0) @binding(4) var<uniform> grp: GroupRangeParams;
+
+@compute @workgroup_size(64)
+fn group_range(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    if (r >= grp.m) {
+        return;
+    }
+    var mn = 3.4028235e38;
+    var mx = -3.4028235e38;
+    if (grp.first == 0u) {
+        mn = gr_mnmx[r];
+        mx = gr_mnmx[grp.m + r];
+    }
+    for (var k = 0u; k < grp.ncols; k++) {
+        let v = gr_w[grp.w_off + k * grp.m + r];
+        mn = min(mn, v);
+        mx = max(mx, v);
+    }
+    if (grp.last != 0u) {
+        let gpar = grid_params_from_range(mn, mx, grp.bits, grp.sym != 0u);
+        gr_scales[grp.s_off + r] = gpar.scale;
+        gr_zeros[grp.z_off + r] = gpar.zero;
+    } else {
+        gr_mnmx[r] = mn;
+        gr_mnmx[grp.m + r] = mx;
+    }
 }
 
 // ---- grid probe (tests): case i = (w, min, max) → (scale, zero, code, dequant) ----

@@ -47,6 +47,21 @@ gpu_params!(GroupParamsParams {
     pad1: u32,
 });
 
+gpu_params!(GroupRangeParams {
+    m: u32,
+    ncols: u32,
+    w_off: u32,
+    first: u32,
+    last: u32,
+    bits: u32,
+    sym: u32,
+    s_off: u32,
+    z_off: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+});
+
 gpu_params!(ProbeParams {
     n: u32,
     bits: u32,
@@ -58,6 +73,7 @@ pub(crate) fn layouts() -> Vec<(Shader, ParamLayout)> {
     vec![
         (Shader::Sweep, SweepParams::LAYOUT),
         (Shader::Sweep, GroupParamsParams::LAYOUT),
+        (Shader::Sweep, GroupRangeParams::LAYOUT),
         (Shader::Sweep, ProbeParams::LAYOUT),
     ]
 }
@@ -120,10 +136,12 @@ pub(crate) fn sweep(
         return Ok(());
     }
     let op = "sweep";
-    // Which groups this block touches, and how far W must be bound.
+    // Which groups this block touches, and how far W must be bound: a group starting at c0
+    // is handled by `group_range` (any width, in panels); one starting later inside the block
+    // is computed by the sweep kernel itself and must fit the binding with the block.
     let (g_lo, g_hi, w_end) = if spec.dynamic {
         let last_start = (c1 - 1) / gs * gs;
-        let w_end = if last_start >= c0 {
+        let w_end = if last_start > c0 {
             c1.max((last_start + gs).min(d))
         } else {
             c1
@@ -146,7 +164,15 @@ pub(crate) fn sweep(
     if c1 - c0 > be.panel_cols(op, d)? {
         return Err(too_wide(op, &format!("U columns {c0}..{c1}")));
     }
+    let mnmx = if spec.dynamic && c0 % gs == 0 {
+        Some(be.new_mat("sweep.minmax", m, 2)?)
+    } else {
+        None
+    };
     be.op(op, |enc| {
+        if let Some(mnmx) = &mnmx {
+            record_group_range(be, enc, spec.grid, gs, w, scales, zeros, mnmx, c0)?;
+        }
         let vw = be.view(&w.buf, m, c0, w_end);
         let vq = be.view(&q.buf, m, c0, c1);
         let vc = be.view(&codes.buf, m, c0, c1);
@@ -190,6 +216,60 @@ pub(crate) fn sweep(
     })
 }
 
+/// Record the dynamic parameters of the group starting at column `c0` from the current W,
+/// over column panels (the group may be wider than one binding: per-channel on wide layers).
+#[allow(clippy::too_many_arguments)]
+fn record_group_range(
+    be: &GpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    grid: Grid,
+    group_size: usize,
+    w: &GpuMat,
+    scales: &GpuMat,
+    zeros: &GpuMat,
+    mnmx: &GpuMat,
+    c0: usize,
+) -> Result<()> {
+    let op = "group_range";
+    let m = w.rows;
+    let end = (c0 + group_size).min(w.cols);
+    let grp = c0 / group_size;
+    let cap = be.panel_cols(op, m)?;
+    let vs = be.view(&scales.buf, m, grp, grp + 1);
+    let vz = be.view(&zeros.buf, m, grp, grp + 1);
+    let vm = be.view(&mnmx.buf, m, 0, 2);
+    let key = PipelineKey::new(Shader::Sweep, "group_range", 1, 3);
+    let mut k0 = c0;
+    while k0 < end {
+        let k1 = (k0 + cap).min(end);
+        let vw = be.view(&w.buf, m, k0, k1);
+        let p = GroupRangeParams {
+            m: m as u32,
+            ncols: (k1 - k0) as u32,
+            w_off: vw.elem_off,
+            first: (k0 == c0) as u32,
+            last: (k1 == end) as u32,
+            bits: grid.bits,
+            sym: grid.sym as u32,
+            s_off: vs.elem_off,
+            z_off: vz.elem_off,
+            ..Default::default()
+        };
+        be.record(
+            enc,
+            Dispatch {
+                key: key.clone(),
+                reads: vec![vw.bind],
+                writes: vec![vm.bind, vs.bind, vz.bind],
+                params: bytemuck::bytes_of(&p),
+                groups: [be.groups(op, m, WG)?, 1, 1],
+            },
+        )?;
+        k0 = k1;
+    }
+    Ok(())
+}
+
 pub(crate) fn group_params(
     be: &GpuBackend,
     grid: Grid,
@@ -219,7 +299,25 @@ pub(crate) fn group_params(
     let op = "group_params";
     let cap = be.panel_cols(op, m)?;
     if group_size.min(d) > cap {
-        return Err(too_wide(op, &format!("a group of {group_size} columns")));
+        // Groups wider than one binding (per-channel on a wide layer): one group at a time,
+        // its columns in panels.
+        let mnmx = be.new_mat("group_params.minmax", m, 2)?;
+        return be.op(op, |enc| {
+            for g in 0..ngroups {
+                record_group_range(
+                    be,
+                    enc,
+                    grid,
+                    group_size,
+                    w,
+                    scales,
+                    zeros,
+                    &mnmx,
+                    g * group_size,
+                )?;
+            }
+            Ok(())
+        });
     }
     let per_panel = cap / group_size.min(d);
     be.op(op, |enc| {
