@@ -796,3 +796,11 @@ pub fn param_layouts() -> Vec<(shaders::Shader, ParamLayout)> {
     v.extend(sweep::layouts());
     v
 }
+
+// The CLI may move the backend across threads (progress reporting, cancellation).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GpuBackend>();
+    send_sync::<GpuMat>();
+    send_sync::<GpuIdx>();
+};

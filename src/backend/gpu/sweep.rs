@@ -106,13 +106,18 @@ pub(crate) fn sweep(
     let gs = spec.group_size;
     assert!(gs >= 1, "sweep: group_size 0");
     assert!(c0 <= c1 && c1 <= d, "sweep: columns {c0}..{c1} of {d}");
-    assert_eq!(
-        (u.rows, u.cols),
-        (d, d),
-        "sweep: U is {}×{}",
-        u.rows,
-        u.cols
-    );
+    // U and err are only read / written when propagating (RTN passes placeholders).
+    if spec.propagate {
+        assert_eq!(
+            (u.rows, u.cols),
+            (d, d),
+            "sweep: U is {}×{}",
+            u.rows,
+            u.cols
+        );
+        assert_eq!(err.rows, m, "sweep: err rows");
+        assert!(err.cols >= c1 - c0, "sweep: err has {} columns", err.cols);
+    }
     assert_eq!((q.rows, q.cols), (m, d), "sweep: Q shape");
     assert_eq!((codes.rows, codes.cols), (m, d), "sweep: codes shape");
     let ngroups = d.div_ceil(gs);
@@ -122,10 +127,6 @@ pub(crate) fn sweep(
         scales.cols >= ngroups && zeros.cols >= ngroups,
         "sweep: too few groups"
     );
-    assert_eq!(err.rows, m, "sweep: err rows");
-    if spec.propagate {
-        assert!(err.cols >= c1 - c0, "sweep: err has {} columns", err.cols);
-    }
     assert_eq!(
         group_of.len(),
         d,
@@ -161,7 +162,7 @@ pub(crate) fn sweep(
             &format!("columns {c0}..{w_end} of a {m}-row matrix"),
         ));
     }
-    if c1 - c0 > be.panel_cols(op, d)? {
+    if spec.propagate && c1 - c0 > be.panel_cols(op, d)? {
         return Err(too_wide(op, &format!("U columns {c0}..{c1}")));
     }
     let mnmx = if spec.dynamic && c0 % gs == 0 {
@@ -176,10 +177,18 @@ pub(crate) fn sweep(
         let vw = be.view(&w.buf, m, c0, w_end);
         let vq = be.view(&q.buf, m, c0, c1);
         let vc = be.view(&codes.buf, m, c0, c1);
-        let vu = be.view(&u.buf, d, c0, c1);
+        let vu = if spec.propagate {
+            be.view(&u.buf, d, c0, c1)
+        } else {
+            be.view(&u.buf, u.rows, 0, u.cols.min(1))
+        };
         let vs = be.view(&scales.buf, m, g_lo, g_hi);
         let vz = be.view(&zeros.buf, m, g_lo, g_hi);
-        let ve = be.view(&err.buf, m, 0, if spec.propagate { c1 - c0 } else { 1 });
+        let ve = if spec.propagate {
+            be.view(&err.buf, m, 0, c1 - c0)
+        } else {
+            be.view(&err.buf, err.rows, 0, err.cols.min(1))
+        };
         let vg = be.whole(op, &group_of.buf)?;
         let p = SweepParams {
             m: m as u32,
