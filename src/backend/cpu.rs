@@ -372,7 +372,7 @@ impl Backend for CpuBackend {
                     zeros[(r, grp)] = p.zero;
                 }
             }
-            let ujj = u[(j, j)];
+            let ujj = if spec.propagate { u[(j, j)] } else { 1.0 };
             for r in 0..m {
                 let p = GroupParams {
                     scale: scales[(r, grp)],
