@@ -86,7 +86,7 @@ pub struct LayerArgs {
     #[arg(long, default_value_t = 4)]
     pub bits: u32,
     /// Input columns per scale group; -1 = one group per output row.
-    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
     pub group_size: i64,
     /// Symmetric grid (the default; loadable as GPTQ sym).
     #[arg(long, conflicts_with = "asym")]
@@ -104,10 +104,10 @@ pub struct LayerArgs {
     #[arg(long)]
     pub static_groups: bool,
     /// GPTQ damping, as a fraction of mean(diag H).
-    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub damp_percent: f32,
     /// Qronos damping, as a fraction of λmax(H).
-    #[arg(long, default_value_t = 1e-6, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-6, allow_hyphen_values = true)]
     pub qronos_alpha: f32,
     /// Lazy-batch block size of the sweep.
     #[arg(long, default_value_t = 128)]
