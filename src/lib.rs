@@ -7,6 +7,8 @@ pub mod grid;
 
 pub use error::{Error, Result};
 pub mod algo;
+pub mod io;
+pub mod synth;
 
 pub use algo::{
     quantize_layer, Calibration, GroupSize, LayerInput, LayerResult, Method, NoProgress,

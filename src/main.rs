@@ -1,1 +1,219 @@
-fn main(){}
+//! The `qronos` binary: a thin shell over the library (flags → config, progress, JSON, exit
+//! codes).
+
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::json;
+
+use qronos::backend::cpu::CpuBackend;
+use qronos::backend::gpu::{self, AdapterChoice, GpuBackend};
+use qronos::backend::Backend;
+use qronos::io::case::Case;
+use qronos::io::{write_atomic, OutTensor, SafetensorsFile};
+use qronos::{quantize_layer, LayerResult, Progress, QuantConfig};
+
+use cli::{Cli, Command, DeviceArg, LayerArgs, SynthArgs};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Layer(args) => layer(&args),
+        Command::Devices => devices(),
+        Command::Synth(args) => synth(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Progress on stderr at `info` level (`RUST_LOG=info`), at most a few lines per stage.
+struct LogProgress {
+    last: Option<(String, u64)>,
+}
+
+impl Progress for LogProgress {
+    fn update(&mut self, stage: &str, done: u64, total: u64) -> bool {
+        let pct = if total > 0 { done * 100 / total } else { 100 };
+        let bucket = pct / 25;
+        if self.last.as_ref() != Some(&(stage.to_string(), bucket)) {
+            log::info!("{stage}: {done}/{total} ({pct}%)");
+            self.last = Some((stage.to_string(), bucket));
+        }
+        true
+    }
+}
+
+fn layer(args: &LayerArgs) -> anyhow::Result<()> {
+    let t_start = Instant::now();
+    let cfg = args.config()?;
+    if let Some(dir) = args.out.parent() {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            anyhow::bail!(
+                "invalid --out: directory {} does not exist",
+                dir.display()
+            );
+        }
+    }
+    let file = SafetensorsFile::open(&args.case)?;
+    let case = Case::read(&file)?;
+    let input = case.input();
+    let t_read = t_start.elapsed().as_secs_f64();
+    let mut progress = LogProgress { last: None };
+    let (mut result, device, adapter) = match pick_device(args.device)? {
+        Picked::Cpu => {
+            let b = CpuBackend::new();
+            let info = b.info();
+            (
+                quantize_layer(&b, &cfg, &input, &mut progress)?,
+                info.device,
+                format!("{} ({} threads)", info.adapter, rayon_threads()),
+            )
+        }
+        Picked::Gpu(choice) => {
+            let b = GpuBackend::new(choice)?;
+            let info = b.info();
+            (
+                quantize_layer(&b, &cfg, &input, &mut progress)?,
+                info.device,
+                info.adapter,
+            )
+        }
+    };
+    result.timings.load += t_read;
+    write_result(args, &cfg, &result)?;
+    let total = t_start.elapsed().as_secs_f64();
+    let t = &result.timings;
+    let line = json!({
+        "method": cfg.method.name(),
+        "bits": cfg.bits,
+        "group_size": cfg.group_size.as_i64(),
+        "sym": cfg.sym,
+        "act_order": cfg.act_order,
+        "desc_act": cfg.desc_act,
+        "static_groups": cfg.static_groups(),
+        "device": device,
+        "adapter": adapter,
+        "damping": result.damping,
+        "damping_retries": result.retries,
+        "fallback": result.fallback,
+        "m": result.m,
+        "d": result.d,
+        "ngroups": result.ngroups,
+        "seconds": {
+            "load": t.load, "gram": t.gram, "factor": t.factor, "sweep": t.sweep,
+            "objectives": if cfg.objectives { json!(t.objectives) } else { json!(null) },
+            "total": total,
+        },
+        "objective": {
+            "mismatched": result.objective.map(|o| o.mismatched),
+            "standard": result.objective.map(|o| o.standard),
+        },
+        "out": args.out.display().to_string(),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+enum Picked {
+    Cpu,
+    Gpu(AdapterChoice),
+}
+
+/// `auto`: a hardware GPU if there is one, else the CPU (a software adapter such as lavapipe
+/// is ~100× slower than faer).
+fn pick_device(arg: DeviceArg) -> anyhow::Result<Picked> {
+    Ok(match arg {
+        DeviceArg::Cpu => Picked::Cpu,
+        DeviceArg::Gpu => Picked::Gpu(AdapterChoice::Any),
+        DeviceArg::Auto => {
+            if gpu::list_adapters()
+                .iter()
+                .any(|a| gpu::is_hardware(&a.device_type))
+            {
+                Picked::Gpu(AdapterChoice::HardwareOnly)
+            } else {
+                Picked::Cpu
+            }
+        }
+    })
+}
+
+fn write_result(args: &LayerArgs, cfg: &QuantConfig, r: &LayerResult) -> anyhow::Result<()> {
+    let (m, d, k) = (r.m, r.d, r.ngroups);
+    let tensors = vec![
+        OutTensor::f32("Q", vec![m, d], &r.q),
+        OutTensor::i32("codes", vec![m, d], &r.codes),
+        OutTensor::f32("scales", vec![m, k], &r.scales),
+        OutTensor::f32("zeros", vec![m, k], &r.zeros),
+        OutTensor::i32("g_idx", vec![d], &r.g_idx),
+    ];
+    let meta = [
+        ("format", "pt".to_string()),
+        ("quantizer", format!("qronos {}", env!("CARGO_PKG_VERSION"))),
+        ("method", cfg.method.name().to_string()),
+        ("bits", cfg.bits.to_string()),
+        ("group_size", cfg.group_size.as_i64().to_string()),
+        ("sym", cfg.sym.to_string()),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b))
+    .collect();
+    write_atomic(&args.out, tensors, Some(meta))
+        .with_context(|| format!("writing {}", args.out.display()))
+}
+
+fn devices() -> anyhow::Result<()> {
+    let adapters = gpu::list_adapters();
+    if adapters.is_empty() {
+        println!("no GPU adapters found");
+    }
+    for a in &adapters {
+        println!(
+            "{} | backend {} | type {} | max_storage_buffer_binding_size {} MiB | max_buffer_size {} MiB | workgroup storage {} KiB | invocations/workgroup {}",
+            a.name,
+            a.backend,
+            a.device_type,
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            a.max_compute_workgroup_storage_size >> 10,
+            a.max_compute_invocations_per_workgroup
+        );
+    }
+    match adapters.iter().find(|a| gpu::is_hardware(&a.device_type)) {
+        Some(a) => println!("--device auto picks: gpu ({})", a.name),
+        None => println!(
+            "--device auto picks: cpu (faer, {} threads): no hardware GPU; software adapters are far slower than the CPU path",
+            rayon_threads()
+        ),
+    }
+    Ok(())
+}
+
+fn synth(a: &SynthArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.m > 0 && a.d > 0 && a.tokens > 0, "--m, --d and --tokens must be positive");
+    let l = qronos::synth::llm_like(a.m, a.d, a.tokens, a.seed);
+    let mut t = vec![
+        OutTensor::f32("W", vec![l.m, l.d], &l.w),
+        OutTensor::f32("X", vec![l.n, l.d], &l.x),
+    ];
+    if !a.no_xq {
+        t.push(OutTensor::f32("Xq", vec![l.n, l.d], &l.xq));
+    }
+    write_atomic(&a.out, t, None)?;
+    println!("{}", json!({"out": a.out.display().to_string(), "m": l.m, "d": l.d, "tokens": l.n, "xq": !a.no_xq}));
+    Ok(())
+}

@@ -147,7 +147,7 @@ pub(super) fn qronos_first_column<B: Backend>(
         cols: d - 1,
     };
     let mut t = b.zeros(m, d - 1)?;
-    b.gemm(&mut t, rall, 1.0, &r, rall, false, x.u, u1, true, 0.0)?;
-    b.gemm(x.w, rest, 1.0, &t, rall, false, x.u, u1, false, 0.0)?;
+    b.trmm_right(&mut t, rall, 1.0, &r, rall, x.u, u1, true, 0.0)?;
+    b.trmm_right(x.w, rest, 1.0, &t, rall, x.u, u1, false, 0.0)?;
     Ok(())
 }

@@ -88,6 +88,21 @@ fn accumulate_outer(
     }
 }
 
+/// `beta = 0`: overwrite (old values, even NaN, ignored); else scale by `beta` and add.
+fn scale_for_beta(c: &mut MatMut<'_, f32>, beta: f32) -> Accum {
+    if beta == 0.0 {
+        return Accum::Replace;
+    }
+    if beta != 1.0 {
+        for j in 0..c.ncols() {
+            for i in 0..c.nrows() {
+                c[(i, j)] *= beta;
+            }
+        }
+    }
+    Accum::Add
+}
+
 fn mirror_lower(a: &mut Mat<f32>) {
     let d = a.nrows();
     for j in 0..d {
@@ -262,19 +277,34 @@ impl Backend for CpuBackend {
             (cv.nrows(), cv.ncols(), bv.nrows()),
             "gemm: shapes"
         );
-        let accum = if beta == 0.0 {
-            Accum::Replace
-        } else {
-            if beta != 1.0 {
-                for j in 0..cv.ncols() {
-                    for i in 0..cv.nrows() {
-                        cv[(i, j)] *= beta;
-                    }
-                }
-            }
-            Accum::Add
-        };
+        let accum = scale_for_beta(&mut cv, beta);
         matmul(cv, accum, av, bv, alpha, self.par);
+        Ok(())
+    }
+
+    fn trmm_right(
+        &self,
+        c: &mut Mat<f32>,
+        rc: Region,
+        alpha: f32,
+        a: &Mat<f32>,
+        ra: Region,
+        u: &Mat<f32>,
+        ru: Region,
+        tu: bool,
+        beta: f32,
+    ) -> Result<()> {
+        assert_eq!(ru.rows, ru.cols, "trmm_right: u must be square");
+        let (av, uv) = (view(a, ra), op(view(u, ru), tu));
+        let mut cv = view_mut(c, rc);
+        assert_eq!((av.nrows(), uv.ncols(), av.ncols()), (cv.nrows(), cv.ncols(), uv.nrows()), "trmm_right: shapes");
+        let accum = scale_for_beta(&mut cv, beta);
+        let structure = if tu {
+            BlockStructure::TriangularLower
+        } else {
+            BlockStructure::TriangularUpper
+        };
+        tri::matmul(cv, BlockStructure::Rectangular, accum, av, BlockStructure::Rectangular, uv, structure, alpha, self.par);
         Ok(())
     }
 
@@ -346,52 +376,54 @@ impl Backend for CpuBackend {
         c0: usize,
         c1: usize,
     ) -> Result<()> {
-        let (m, d) = (w.nrows(), w.ncols());
-        let g = spec.group_size;
-        let grid = spec.grid;
-        let mut e = vec![0f32; m];
-        for j in c0..c1 {
-            let grp = if spec.dynamic {
-                j / g
-            } else {
-                group_of[j] as usize
-            };
-            if spec.dynamic && j % g == 0 {
-                let end = (j + g).min(d);
-                let mut lo = vec![f32::INFINITY; m];
-                let mut hi = vec![f32::NEG_INFINITY; m];
-                for k in j..end {
-                    for (r, &v) in w.col_as_slice(k).iter().enumerate() {
-                        lo[r] = lo[r].min(v);
-                        hi[r] = hi[r].max(v);
-                    }
-                }
-                for r in 0..m {
-                    let p = grid.params_from_range(lo[r], hi[r]);
-                    scales[(r, grp)] = p.scale;
-                    zeros[(r, grp)] = p.zero;
+        // Rows are independent: split them over threads; each works on a private copy of its
+        // rows of the block and returns them (the shared matrices are read-only meanwhile).
+        let m = w.nrows();
+        let threads = match self.par {
+            Par::Seq => 1,
+            Par::Rayon(n) => n.get(),
+        };
+        let work = m * (c1 - c0) * (c1 - c0);
+        let nt = if work < 1 << 16 { 1 } else { threads.min(m).max(1) };
+        let chunk = m.div_ceil(nt);
+        let ctx = SweepCtx {
+            spec,
+            w,
+            u,
+            scales,
+            zeros,
+            group_of,
+            c0,
+            c1,
+        };
+        let parts: Vec<RowsOut> = if nt == 1 {
+            vec![ctx.rows(0, m)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..m)
+                    .step_by(chunk)
+                    .map(|r0| {
+                        let ctx = &ctx;
+                        s.spawn(move || ctx.rows(r0, (r0 + chunk).min(m)))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("sweep worker")).collect()
+            })
+        };
+        for p in parts {
+            let nr = p.r1 - p.r0;
+            for (k, j) in (c0..c1).enumerate() {
+                let span = k * nr..(k + 1) * nr;
+                w.col_as_slice_mut(j)[p.r0..p.r1].copy_from_slice(&p.w[span.clone()]);
+                q.col_as_slice_mut(j)[p.r0..p.r1].copy_from_slice(&p.q[span.clone()]);
+                codes.col_as_slice_mut(j)[p.r0..p.r1].copy_from_slice(&p.codes[span.clone()]);
+                if spec.propagate {
+                    err.col_as_slice_mut(k)[p.r0..p.r1].copy_from_slice(&p.err[span]);
                 }
             }
-            let ujj = u[(j, j)];
-            for r in 0..m {
-                let p = GroupParams {
-                    scale: scales[(r, grp)],
-                    zero: zeros[(r, grp)],
-                };
-                let wv = w[(r, j)];
-                let (c, qv) = grid.quantize(wv, p);
-                codes[(r, j)] = c;
-                q[(r, j)] = qv;
-                e[r] = (wv - qv) / ujj;
-            }
-            if spec.propagate {
-                for k in j + 1..c1 {
-                    let ujk = u[(j, k)];
-                    for (wv, ev) in w.col_as_slice_mut(k).iter_mut().zip(&e) {
-                        *wv -= ev * ujk;
-                    }
-                }
-                err.col_as_slice_mut(j - c0).copy_from_slice(&e);
+            for (grp, sc, ze) in p.params {
+                scales.col_as_slice_mut(grp)[p.r0..p.r1].copy_from_slice(&sc);
+                zeros.col_as_slice_mut(grp)[p.r0..p.r1].copy_from_slice(&ze);
             }
         }
         Ok(())
@@ -439,4 +471,120 @@ fn lambda_max(h: &Mat<f32>, iters: u32, par: Par) -> f64 {
     matmul(hv.as_mut(), Accum::Replace, h.as_ref(), v.as_ref(), 1.0, par);
     let num: f64 = v.col_as_slice(0).iter().zip(hv.col_as_slice(0)).map(|(a, b)| *a as f64 * *b as f64).sum();
     num / norm(&v).powi(2)
+}
+
+/// Read-only inputs of one sweep call, shared by the row workers.
+struct SweepCtx<'a> {
+    spec: &'a SweepSpec,
+    w: &'a Mat<f32>,
+    u: &'a Mat<f32>,
+    scales: &'a Mat<f32>,
+    zeros: &'a Mat<f32>,
+    group_of: &'a [u32],
+    c0: usize,
+    c1: usize,
+}
+
+/// What a worker produced for rows `[r0, r1)`: block columns column-major (`nr` per column),
+/// and the dynamic group parameters it computed.
+struct RowsOut {
+    r0: usize,
+    r1: usize,
+    w: Vec<f32>,
+    q: Vec<f32>,
+    codes: Vec<f32>,
+    err: Vec<f32>,
+    params: Vec<(usize, Vec<f32>, Vec<f32>)>,
+}
+
+impl SweepCtx<'_> {
+    /// The sweep of `Backend::sweep` for rows `[r0, r1)`.
+    fn rows(&self, r0: usize, r1: usize) -> RowsOut {
+        let (spec, c0, c1) = (self.spec, self.c0, self.c1);
+        let d = self.w.ncols();
+        let nr = r1 - r0;
+        let nb = c1 - c0;
+        let g = spec.group_size;
+        let grid = spec.grid;
+        let mut wb = Vec::with_capacity(nr * nb);
+        for j in c0..c1 {
+            wb.extend_from_slice(&self.w.col_as_slice(j)[r0..r1]);
+        }
+        let mut qb = vec![0f32; nr * nb];
+        let mut cb = vec![0f32; nr * nb];
+        let mut eb = vec![0f32; if spec.propagate { nr * nb } else { 0 }];
+        let mut params: Vec<(usize, Vec<f32>, Vec<f32>)> = Vec::new();
+        let (mut sc, mut ze) = (vec![0f32; nr], vec![0f32; nr]);
+        let mut cur_grp = usize::MAX;
+        for (k, j) in (c0..c1).enumerate() {
+            let grp = if spec.dynamic { j / g } else { self.group_of[j] as usize };
+            if spec.dynamic && j % g == 0 {
+                // current values: the block's columns from the private copy, later ones from w
+                let (mut lo, mut hi) = (vec![f32::INFINITY; nr], vec![f32::NEG_INFINITY; nr]);
+                for jj in j..(j + g).min(d) {
+                    let col: &[f32] = if jj < c1 {
+                        &wb[(jj - c0) * nr..(jj - c0 + 1) * nr]
+                    } else {
+                        &self.w.col_as_slice(jj)[r0..r1]
+                    };
+                    for (r, &v) in col.iter().enumerate() {
+                        lo[r] = lo[r].min(v);
+                        hi[r] = hi[r].max(v);
+                    }
+                }
+                for r in 0..nr {
+                    let p = grid.params_from_range(lo[r], hi[r]);
+                    sc[r] = p.scale;
+                    ze[r] = p.zero;
+                }
+                params.push((grp, sc.clone(), ze.clone()));
+                cur_grp = grp;
+            } else if grp != cur_grp {
+                match params.iter().find(|p| p.0 == grp) {
+                    Some(p) => {
+                        sc.copy_from_slice(&p.1);
+                        ze.copy_from_slice(&p.2);
+                    }
+                    None => {
+                        sc.copy_from_slice(&self.scales.col_as_slice(grp)[r0..r1]);
+                        ze.copy_from_slice(&self.zeros.col_as_slice(grp)[r0..r1]);
+                    }
+                }
+                cur_grp = grp;
+            }
+            let ujj = if spec.propagate { self.u[(j, j)] } else { 1.0 };
+            let (head, tail) = wb.split_at_mut((k + 1) * nr);
+            let col = &head[k * nr..];
+            for r in 0..nr {
+                let p = GroupParams {
+                    scale: sc[r],
+                    zero: ze[r],
+                };
+                let (c, qv) = grid.quantize(col[r], p);
+                cb[k * nr + r] = c;
+                qb[k * nr + r] = qv;
+                if spec.propagate {
+                    eb[k * nr + r] = (col[r] - qv) / ujj;
+                }
+            }
+            if spec.propagate {
+                let e = &eb[k * nr..(k + 1) * nr];
+                for (kk, later) in tail.chunks_exact_mut(nr).enumerate() {
+                    let ujk = self.u[(j, j + 1 + kk)];
+                    for (wv, ev) in later.iter_mut().zip(e) {
+                        *wv -= ev * ujk;
+                    }
+                }
+            }
+        }
+        RowsOut {
+            r0,
+            r1,
+            w: wb,
+            q: qb,
+            codes: cb,
+            err: eb,
+            params,
+        }
+    }
 }

@@ -199,6 +199,24 @@ pub trait Backend {
         tb: bool,
         beta: f32,
     ) -> Result<()>;
+    /// `c[rc] = alpha · a[ra] · op(u[ru]) + beta · c[rc]` where `u[ru]` is square and upper
+    /// triangular (its entries below the diagonal are zero and may be skipped). A performance
+    /// hint: the default is the dense [`Backend::gemm`].
+    #[allow(clippy::too_many_arguments)]
+    fn trmm_right(
+        &self,
+        c: &mut Self::Mat,
+        rc: Region,
+        alpha: f32,
+        a: &Self::Mat,
+        ra: Region,
+        u: &Self::Mat,
+        ru: Region,
+        tu: bool,
+        beta: f32,
+    ) -> Result<()> {
+        self.gemm(c, rc, alpha, a, ra, false, u, ru, tu, beta)
+    }
     /// Column-wise dot products: `out[c] = Σ_r a[r, c] · b[r, c]` (`cols × 1`); the host sums
     /// them in f64 after download.
     fn dot_cols(&self, a: &Self::Mat, ra: Region, b: &Self::Mat, rb: Region) -> Result<Self::Mat>;

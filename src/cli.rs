@@ -1,0 +1,154 @@
+//! Command-line flags (clap) and their conversion into the library's validated config.
+//! The library never sees clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use qronos::{Error, GroupSize, Method, QuantConfig, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qronos",
+    version,
+    about = "Hessian-based post-training quantization (Qronos, GPTQ, RTN) on any GPU or the CPU"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Quantize one linear layer from a case file; print one JSON line.
+    Layer(LayerArgs),
+    /// List the GPU adapters and say which one `--device auto` picks.
+    Devices,
+    /// Write a deterministic synthetic LLM-like case file (for demos, tests and benches).
+    Synth(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Output rows (output channels).
+    #[arg(long, default_value_t = 256)]
+    pub m: usize,
+    /// Input features.
+    #[arg(long, default_value_t = 256)]
+    pub d: usize,
+    /// Calibration tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Leave out Xq (the quantized-model inputs), i.e. X̃ = X.
+    #[arg(long)]
+    pub no_xq: bool,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodArg {
+    Rtn,
+    Gptq,
+    Qronos,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// A hardware GPU if there is one, else the CPU (a software adapter is not picked).
+    Auto,
+    Cpu,
+    /// Any GPU adapter, software ones (lavapipe) included.
+    Gpu,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectivesArg {
+    /// Both objectives from Gram traces (costs one extra Gram and ~2 layer GEMMs).
+    Exact,
+    /// Skip them (the JSON fields are null).
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct LayerArgs {
+    /// Case file: W [m,d] f32 and X [N,d] (+ optional Xq), or H, G [d,d] (+ optional XX).
+    #[arg(long)]
+    pub case: PathBuf,
+    /// Result file (safetensors): Q, codes, scales, zeros, g_idx.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = MethodArg::Qronos)]
+    pub method: MethodArg,
+    /// Bits per weight, 2..=8.
+    #[arg(long, default_value_t = 4)]
+    pub bits: u32,
+    /// Input columns per scale group; -1 = one group per output row.
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
+    pub group_size: i64,
+    /// Symmetric grid (the default; loadable as GPTQ sym).
+    #[arg(long, conflicts_with = "asym")]
+    pub sym: bool,
+    /// Asymmetric grid with an integer zero point.
+    #[arg(long)]
+    pub asym: bool,
+    /// Sweep columns by descending diag(H); groups stay contiguous (static parameters).
+    #[arg(long, conflicts_with = "desc_act")]
+    pub act_order: bool,
+    /// Sweep by descending diag(H) with groups in the permuted order (permuted g_idx).
+    #[arg(long)]
+    pub desc_act: bool,
+    /// Group parameters from the original weights instead of during the sweep.
+    #[arg(long)]
+    pub static_groups: bool,
+    /// GPTQ damping, as a fraction of mean(diag H).
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
+    pub damp_percent: f32,
+    /// Qronos damping, as a fraction of λmax(H).
+    #[arg(long, default_value_t = 1e-6, allow_hyphen_values = true)]
+    pub qronos_alpha: f32,
+    /// Lazy-batch block size of the sweep.
+    #[arg(long, default_value_t = 128)]
+    pub block_size: usize,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    #[arg(long, value_enum, default_value_t = ObjectivesArg::Exact)]
+    pub objectives: ObjectivesArg,
+}
+
+impl LayerArgs {
+    /// The validated library config these flags mean.
+    pub fn config(&self) -> Result<QuantConfig> {
+        let cfg = QuantConfig {
+            method: match self.method {
+                MethodArg::Rtn => Method::Rtn,
+                MethodArg::Gptq => Method::Gptq,
+                MethodArg::Qronos => Method::Qronos,
+            },
+            bits: self.bits,
+            group_size: GroupSize::from_i64(self.group_size)?,
+            sym: !self.asym,
+            act_order: self.act_order,
+            desc_act: self.desc_act,
+            static_groups: self.static_groups,
+            damp_percent: self.damp_percent,
+            qronos_alpha: self.qronos_alpha,
+            block_size: self.block_size,
+            objectives: self.objectives == ObjectivesArg::Exact,
+            ..QuantConfig::default()
+        };
+        cfg.validate()?;
+        if qronos::io::same_file(&self.case, &self.out) || self.case == self.out {
+            return Err(Error::config(
+                "--out",
+                format!(
+                    "{} is the case file itself; refusing to overwrite the input",
+                    self.out.display()
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+}
