@@ -404,6 +404,19 @@ impl GpuBackend {
         debug_assert!(c0 <= c1);
         let start = c0 as u64 * ld as u64 * 4;
         let end = c1 as u64 * ld as u64 * 4;
+        if start >= buf.size() {
+            // An empty panel at the very end (nothing is read or written through it), still
+            // a valid non-empty binding.
+            debug_assert!(c0 == c1 || ld == 0);
+            return ColView {
+                bind: Bind {
+                    buf,
+                    offset: 0,
+                    size: 4,
+                },
+                elem_off: 0,
+            };
+        }
         let base = start - start % self.align;
         let mut size = (end - base).max(4);
         if base + size > buf.size() {
@@ -549,7 +562,7 @@ impl GpuBackend {
         name: &str,
         f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
     ) -> Result<T> {
-        let r = self.scoped(name, || {
+        self.scoped(name, || {
             let mut enc = self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
@@ -558,8 +571,7 @@ impl GpuBackend {
                 self.queue.submit([enc.finish()]);
             }
             r
-        })?;
-        r
+        })?
     }
 }
 
