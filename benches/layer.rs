@@ -40,7 +40,8 @@ fn machine_gemm_rate() -> f64 {
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        b.gemm(&mut c, r, 1.0, &a, r, false, &a, r, false, 0.0).unwrap();
+        b.gemm(&mut c, r, 1.0, &a, r, false, &a, r, false, 0.0)
+            .unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (n as f64).powi(3) / best / 1e9
@@ -71,7 +72,9 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
     let (m, n) = (d, tokens(d));
     let l = llm_like(m, d, n, 0);
     let mut group = c.benchmark_group(format!("{tag}/d{d}"));
-    group.sample_size(10).measurement_time(Duration::from_secs(if d >= 4096 { 30 } else { 5 }));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(if d >= 4096 { 30 } else { 5 }));
     group.warm_up_time(Duration::from_millis(500));
 
     // gram: H (syrk, N·d²) + G (gemm, 2·N·d²), streamed in 2048-token chunks
@@ -80,8 +83,13 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
         let mut acc = b.gram_init(d, true, false).unwrap();
         for t0 in (0..n).step_by(2048) {
             let t1 = (t0 + 2048).min(n);
-            b.gram_update(&mut acc, &l.x[t0 * d..t1 * d], Some(&l.xq[t0 * d..t1 * d]), t1 - t0)
-                .unwrap();
+            b.gram_update(
+                &mut acc,
+                &l.x[t0 * d..t1 * d],
+                Some(&l.xq[t0 * d..t1 * d]),
+                t1 - t0,
+            )
+            .unwrap();
         }
         b.gram_finish(&mut acc).unwrap();
         b.download(&acc.h).unwrap();
@@ -90,7 +98,11 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
     group.throughput(Throughput::Elements(gram_flop as u64));
     group.bench_function("gram", |bch| bch.iter(gram));
     let acc = gram();
-    s.record(&format!("{tag} gram d={d} N={n}"), time_once(|| drop(gram())), gram_flop);
+    s.record(
+        &format!("{tag} gram d={d} N={n}"),
+        time_once(|| drop(gram())),
+        gram_flop,
+    );
 
     // factor: damping + inverse Cholesky (≈ 2/3·d³ for Cholesky + triangular inverse)
     let factor_flop = 2.0 / 3.0 * (d as f64).powi(3);
@@ -105,7 +117,11 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
     group.throughput(Throughput::Elements(factor_flop as u64));
     group.bench_function("factor", |bch| bch.iter(factor));
     let u = factor();
-    s.record(&format!("{tag} factor d={d}"), time_once(|| drop(factor())), factor_flop);
+    s.record(
+        &format!("{tag} factor d={d}"),
+        time_once(|| drop(factor())),
+        factor_flop,
+    );
 
     // sweep: GPTQ lazy-batch sweep, W4 g128 dynamic (≈ 2·m·d²/2 trailing GEMM FLOPs + in-block)
     let sweep_flop = (m * d) as f64 * d as f64;
@@ -116,7 +132,9 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
         dynamic: true,
         propagate: true,
     };
-    let group_of = b.upload_idx(&(0..d as u32).map(|j| j / 128).collect::<Vec<_>>()).unwrap();
+    let group_of = b
+        .upload_idx(&(0..d as u32).map(|j| j / 128).collect::<Vec<_>>())
+        .unwrap();
     let sweep = || {
         let mut w = b.permute(&w0, None, None).unwrap();
         let (mut q, mut codes) = (b.zeros(m, d).unwrap(), b.zeros(m, d).unwrap());
@@ -125,46 +143,89 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
         let mut err = b.zeros(m, 128).unwrap();
         for c0 in (0..d).step_by(128) {
             let c1 = (c0 + 128).min(d);
-            b.sweep(&spec, &mut w, &u, &mut q, &mut codes, &mut sc, &mut ze, &mut err, &group_of, c0, c1)
-                .unwrap();
+            b.sweep(
+                &spec, &mut w, &u, &mut q, &mut codes, &mut sc, &mut ze, &mut err, &group_of, c0,
+                c1,
+            )
+            .unwrap();
             if c1 < d {
-                let ru = Region { row0: c0, col0: c1, rows: c1 - c0, cols: d - c1 };
-                b.gemm(&mut w, Region::cols(m, c1, d), -1.0, &err, Region::cols(m, 0, c1 - c0), false, &u, ru, false, 1.0)
-                    .unwrap();
+                let ru = Region {
+                    row0: c0,
+                    col0: c1,
+                    rows: c1 - c0,
+                    cols: d - c1,
+                };
+                b.gemm(
+                    &mut w,
+                    Region::cols(m, c1, d),
+                    -1.0,
+                    &err,
+                    Region::cols(m, 0, c1 - c0),
+                    false,
+                    &u,
+                    ru,
+                    false,
+                    1.0,
+                )
+                .unwrap();
             }
         }
         b.download(&q).unwrap()
     };
     group.throughput(Throughput::Elements(sweep_flop as u64));
     group.bench_function("sweep", |bch| bch.iter(sweep));
-    s.record(&format!("{tag} sweep d={d}"), time_once(|| drop(sweep())), sweep_flop);
+    s.record(
+        &format!("{tag} sweep d={d}"),
+        time_once(|| drop(sweep())),
+        sweep_flop,
+    );
 
     // whole layer: Qronos W4 g128, objectives off (loading from memory, grams included)
-    let cfg = QuantConfig { objectives: false, ..QuantConfig::default() };
+    let cfg = QuantConfig {
+        objectives: false,
+        ..QuantConfig::default()
+    };
     let input = LayerInput {
         w: &l.w,
         m,
         d,
-        calib: Calibration::Tokens { x: &l.x, xq: Some(&l.xq), n },
+        calib: Calibration::Tokens {
+            x: &l.x,
+            xq: Some(&l.xq),
+            n,
+        },
     };
     let layer_flop = gram_flop + 1.3 * (d as f64).powi(3) + 5.0 * (m * d * d) as f64;
     let layer = || quantize_layer(b, &cfg, &input, &mut NoProgress).unwrap();
     group.throughput(Throughput::Elements(layer_flop as u64));
     group.bench_function("qronos_layer", |bch| bch.iter(layer));
-    s.record(&format!("{tag} qronos layer d={d}"), time_once(|| drop(layer())), layer_flop);
+    s.record(
+        &format!("{tag} qronos layer d={d}"),
+        time_once(|| drop(layer())),
+        layer_flop,
+    );
     group.finish();
 }
 
 fn benches(c: &mut Criterion) {
-    let mut s = Summary { gemm_gflops: machine_gemm_rate(), lines: Vec::new() };
+    let mut s = Summary {
+        gemm_gflops: machine_gemm_rate(),
+        lines: Vec::new(),
+    };
     let cpu = CpuBackend::new();
     for d in dims() {
         bench_backend(c, &cpu, "cpu", d, &mut s);
     }
     let force = std::env::var("QRONOS_BENCH_GPU").ok();
-    let hardware = gpu::list_adapters().iter().any(|a| gpu::is_hardware(&a.device_type));
+    let hardware = gpu::list_adapters()
+        .iter()
+        .any(|a| gpu::is_hardware(&a.device_type));
     if force.as_deref() != Some("0") && (hardware || force.as_deref() == Some("1")) {
-        match GpuBackend::new(if hardware { AdapterChoice::HardwareOnly } else { AdapterChoice::Any }) {
+        match GpuBackend::new(if hardware {
+            AdapterChoice::HardwareOnly
+        } else {
+            AdapterChoice::Any
+        }) {
             Ok(g) => {
                 let tag = format!("gpu[{}]", g.adapter_name());
                 for d in dims() {
@@ -177,7 +238,10 @@ fn benches(c: &mut Criterion) {
             Err(e) => eprintln!("GPU benches skipped: {e}"),
         }
     }
-    println!("\nfaer f32 GEMM rate on this machine (2048³): {:.1} GFLOP/s", s.gemm_gflops);
+    println!(
+        "\nfaer f32 GEMM rate on this machine (2048³): {:.1} GFLOP/s",
+        s.gemm_gflops
+    );
     for l in &s.lines {
         println!("{l}");
     }

@@ -43,7 +43,7 @@ struct LogProgress {
 
 impl Progress for LogProgress {
     fn update(&mut self, stage: &str, done: u64, total: u64) -> bool {
-        let pct = if total > 0 { done * 100 / total } else { 100 };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         let bucket = pct / 25;
         if self.last.as_ref() != Some(&(stage.to_string(), bucket)) {
             log::info!("{stage}: {done}/{total} ({pct}%)");
@@ -58,10 +58,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
     let cfg = args.config()?;
     if let Some(dir) = args.out.parent() {
         if !dir.as_os_str().is_empty() && !dir.is_dir() {
-            anyhow::bail!(
-                "invalid --out: directory {} does not exist",
-                dir.display()
-            );
+            anyhow::bail!("invalid --out: directory {} does not exist", dir.display());
         }
     }
     let file = SafetensorsFile::open(&args.case)?;
@@ -204,7 +201,10 @@ fn devices() -> anyhow::Result<()> {
 }
 
 fn synth(a: &SynthArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.m > 0 && a.d > 0 && a.tokens > 0, "--m, --d and --tokens must be positive");
+    anyhow::ensure!(
+        a.m > 0 && a.d > 0 && a.tokens > 0,
+        "--m, --d and --tokens must be positive"
+    );
     let l = qronos::synth::llm_like(a.m, a.d, a.tokens, a.seed);
     let mut t = vec![
         OutTensor::f32("W", vec![l.m, l.d], &l.w),
@@ -214,6 +214,9 @@ fn synth(a: &SynthArgs) -> anyhow::Result<()> {
         t.push(OutTensor::f32("Xq", vec![l.n, l.d], &l.xq));
     }
     write_atomic(&a.out, t, None)?;
-    println!("{}", json!({"out": a.out.display().to_string(), "m": l.m, "d": l.d, "tokens": l.n, "xq": !a.no_xq}));
+    println!(
+        "{}",
+        json!({"out": a.out.display().to_string(), "m": l.m, "d": l.d, "tokens": l.n, "xq": !a.no_xq})
+    );
     Ok(())
 }

@@ -55,13 +55,22 @@ fn expect_failure(case: &Path, out: &Path, extra: &[&str], must_mention: &[&str]
     let before = std::fs::read(case).ok();
     let o = layer(case, out, extra);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure for {extra:?}; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure for {extra:?}; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
     for m in must_mention {
         assert!(err.contains(m), "error should mention `{m}`: {err}");
     }
     if out != case {
-        assert!(!out.exists(), "an output file was written despite the error");
+        assert!(
+            !out.exists(),
+            "an output file was written despite the error"
+        );
     }
     assert_eq!(std::fs::read(case).ok(), before, "the input was modified");
     let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
@@ -77,14 +86,28 @@ fn good_case_writes_a_result_and_one_json_line() {
     let dir = tmpdir("good");
     let case = write_case(&dir, "case.safetensors", good_tensors());
     let out = dir.join("r.safetensors");
-    let o = layer(&case, &out, &["--method", "qronos", "--bits", "3", "--group-size", "5"]);
+    let o = layer(
+        &case,
+        &out,
+        &["--method", "qronos", "--bits", "3", "--group-size", "5"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8(o.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     for key in [
-        "method", "bits", "group_size", "sym", "act_order", "desc_act", "static_groups",
-        "device", "adapter", "damping", "seconds", "objective",
+        "method",
+        "bits",
+        "group_size",
+        "sym",
+        "act_order",
+        "desc_act",
+        "static_groups",
+        "device",
+        "adapter",
+        "damping",
+        "seconds",
+        "objective",
     ] {
         assert!(j.get(key).is_some(), "missing key {key} in {stdout}");
     }
@@ -117,7 +140,10 @@ fn good_case_writes_a_result_and_one_json_line() {
         let mut g = vec![0f32; d * d];
         for i in 0..d {
             for k in 0..d {
-                g[i * d + k] = ((0..40).map(|t| a[t * d + i] as f64 * b[t * d + k] as f64).sum::<f64>() / 40.0) as f32;
+                g[i * d + k] = ((0..40)
+                    .map(|t| a[t * d + i] as f64 * b[t * d + k] as f64)
+                    .sum::<f64>()
+                    / 40.0) as f32;
             }
         }
         g
@@ -133,10 +159,17 @@ fn good_case_writes_a_result_and_one_json_line() {
         ],
     );
     let o2 = layer(&hg, &out, &["--bits", "3", "--group-size", "5"]);
-    assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
     let j2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
     let m2 = j2["objective"]["mismatched"].as_f64().unwrap();
-    assert!((m2 - mism).abs() / mism < 1e-3, "H/G case objective {m2} vs tokens {mism}");
+    assert!(
+        (m2 - mism).abs() / mism < 1e-3,
+        "H/G case objective {m2} vs tokens {mism}"
+    );
 }
 
 #[test]
@@ -189,21 +222,56 @@ fn bad_tensors_are_rejected_with_their_names() {
         shape: vec![8, 12],
         bytes: l.w.iter().flat_map(|v| (*v as f64).to_le_bytes()).collect(),
     };
-    let eye: Vec<f32> = (0..144).map(|k| if k / 12 == k % 12 { 1.0 } else { 0.0 }).collect();
+    let eye: Vec<f32> = (0..144)
+        .map(|k| if k / 12 == k % 12 { 1.0 } else { 0.0 })
+        .collect();
     let cases: Vec<(&str, Vec<OutTensor>, &str)> = vec![
         ("no-w", vec![x()], "`W`"),
         ("no-x", vec![w()], "`X`"),
         ("w-f64", vec![w64, x()], "`W`"),
         ("w-rank", vec![f32s("W", vec![96], &l.w), x()], "`W`"),
-        ("x-shape", vec![w(), f32s("X", vec![48, 10], &l.x[..480])], "`X`"),
-        ("xq-shape", vec![w(), x(), f32s("Xq", vec![20, 12], &l.xq[..240])], "`Xq`"),
+        (
+            "x-shape",
+            vec![w(), f32s("X", vec![48, 10], &l.x[..480])],
+            "`X`",
+        ),
+        (
+            "xq-shape",
+            vec![w(), x(), f32s("Xq", vec![20, 12], &l.xq[..240])],
+            "`Xq`",
+        ),
         ("zero-tokens", vec![w(), f32s("X", vec![0, 12], &[])], "`X`"),
         ("nan-x", vec![w(), f32s("X", vec![40, 12], &nan_x)], "`X`"),
         ("inf-w", vec![f32s("W", vec![8, 12], &inf_w), x()], "`W`"),
-        ("nan-xq", vec![w(), x(), f32s("Xq", vec![40, 12], &nan_xq)], "`Xq`"),
-        ("h-without-g", vec![w(), f32s("H", vec![12, 12], &eye)], "`G`"),
-        ("h-shape", vec![w(), f32s("H", vec![12, 11], &eye[..132]), f32s("G", vec![12, 12], &eye)], "`H`"),
-        ("x-and-h", vec![w(), x(), f32s("H", vec![12, 12], &eye), f32s("G", vec![12, 12], &eye)], "X"),
+        (
+            "nan-xq",
+            vec![w(), x(), f32s("Xq", vec![40, 12], &nan_xq)],
+            "`Xq`",
+        ),
+        (
+            "h-without-g",
+            vec![w(), f32s("H", vec![12, 12], &eye)],
+            "`G`",
+        ),
+        (
+            "h-shape",
+            vec![
+                w(),
+                f32s("H", vec![12, 11], &eye[..132]),
+                f32s("G", vec![12, 12], &eye),
+            ],
+            "`H`",
+        ),
+        (
+            "x-and-h",
+            vec![
+                w(),
+                x(),
+                f32s("H", vec![12, 12], &eye),
+                f32s("G", vec![12, 12], &eye),
+            ],
+            "X",
+        ),
     ];
     for (name, tensors, mention) in cases {
         let file = format!("{name}.safetensors");

@@ -61,7 +61,10 @@ fn objectives_match_a_direct_computation_over_tokens() {
             let xt = if xq { &l.xq } else { &l.x };
             let mism = direct_objective(&l, xt, &r.q);
             let stan = direct_objective(&l, &l.x, &r.q);
-            for (name, got, want) in [("mismatched", o.mismatched, mism), ("standard", o.standard, stan)] {
+            for (name, got, want) in [
+                ("mismatched", o.mismatched, mism),
+                ("standard", o.standard, stan),
+            ] {
                 let rel = (got - want).abs() / want;
                 assert!(
                     rel < OBJECTIVE_RTOL,
@@ -123,17 +126,34 @@ fn results_are_deterministic_and_satisfy_the_dequant_identity() {
                 let (s, z) = (a.scales[r * k + g], a.zeros[r * k + g]);
                 let c = a.codes[r * a.d + j];
                 assert!((0..16).contains(&c), "code {c} out of range");
-                assert_eq!(a.q[r * a.d + j], s * (c as f32 - z), "Q != s(c − z) at ({r},{j})");
+                assert_eq!(
+                    a.q[r * a.d + j],
+                    s * (c as f32 - z),
+                    "Q != s(c − z) at ({r},{j})"
+                );
             }
         }
         if act && !desc {
-            assert!(a.g_idx.iter().enumerate().all(|(j, &g)| g as usize == j / 32), "act-order keeps trivial g_idx");
+            assert!(
+                a.g_idx
+                    .iter()
+                    .enumerate()
+                    .all(|(j, &g)| g as usize == j / 32),
+                "act-order keeps trivial g_idx"
+            );
         }
         if desc {
             let mut counts = [0; 3];
             a.g_idx.iter().for_each(|&g| counts[g as usize] += 1);
-            assert_eq!(counts, [32, 32, 6], "desc-act groups are runs of g in permuted order");
-            assert!(a.g_idx.windows(2).any(|w| w[0] > w[1]), "desc-act g_idx should be permuted");
+            assert_eq!(
+                counts,
+                [32, 32, 6],
+                "desc-act groups are runs of g in permuted order"
+            );
+            assert!(
+                a.g_idx.windows(2).any(|w| w[0] > w[1]),
+                "desc-act g_idx should be permuted"
+            );
         }
     }
 }
@@ -153,12 +173,19 @@ fn desc_act_equals_the_plain_sweep_on_the_permuted_problem() {
     // the order act-order uses: descending diag(X̃ᵀX̃)
     let d = l.d;
     let diag: Vec<f64> = (0..d)
-        .map(|j| (0..l.n).map(|t| (l.xq[t * d + j] as f64).powi(2)).sum::<f64>() / l.n as f64)
+        .map(|j| {
+            (0..l.n)
+                .map(|t| (l.xq[t * d + j] as f64).powi(2))
+                .sum::<f64>()
+                / l.n as f64
+        })
         .collect();
     let mut perm: Vec<usize> = (0..d).collect();
     perm.sort_by(|&a, &b| diag[b].total_cmp(&diag[a]).then(a.cmp(&b)));
     let permute = |a: &[f32], rows: usize| -> Vec<f32> {
-        (0..rows).flat_map(|r| perm.iter().map(move |&c| a[r * d + c])).collect()
+        (0..rows)
+            .flat_map(|r| perm.iter().map(move |&c| a[r * d + c]))
+            .collect()
     };
     let lp = SynthLayer {
         m: l.m,
@@ -168,7 +195,14 @@ fn desc_act_equals_the_plain_sweep_on_the_permuted_problem() {
         x: permute(&l.x, l.n),
         xq: permute(&l.xq, l.n),
     };
-    let plain = run(&lp, &QuantConfig { desc_act: false, ..cfg }, true);
+    let plain = run(
+        &lp,
+        &QuantConfig {
+            desc_act: false,
+            ..cfg
+        },
+        true,
+    );
     let mut same = 0;
     for r in 0..l.m {
         for (pos, &c) in perm.iter().enumerate() {
@@ -179,4 +213,3 @@ fn desc_act_equals_the_plain_sweep_on_the_permuted_problem() {
     let frac = same as f64 / (l.m * d) as f64;
     assert!(frac > 0.99, "only {frac} of codes agree");
 }
-

@@ -42,6 +42,7 @@ const TIE_BAND: f64 = 1e-4;
 /// The unsimplified iteration for one row. `h`, `g` row-major `d × d` (f64), `w0` the row.
 /// Minimises `‖X w₀ − X̃ q‖²` = `qᵀHq − 2 (Gᵀw₀)ᵀq + const`. At a tie it follows the code the
 /// efficient form chose (`follow`), if that is one of the two candidates, and counts it.
+#[allow(clippy::too_many_arguments)]
 fn reference_row(
     w0: &[f64],
     h: &[f64],
@@ -63,7 +64,10 @@ fn reference_row(
     let mut codes = vec![0f32; d];
     for t in 0..d {
         // (a) correct the past: best value of column t with every other column fixed
-        let s: f64 = (0..d).filter(|&j| j != t).map(|j| h[t * d + j] * w[j]).sum();
+        let s: f64 = (0..d)
+            .filter(|&j| j != t)
+            .map(|j| h[t * d + j] * w[j])
+            .sum();
         w[t] = (b[t] - s) / h[t * d + t];
         if dynamic && t % gs == 0 {
             params[t / gs] = grid.params((t..(t + gs).min(d)).map(|j| w[j] as f32));
@@ -120,7 +124,13 @@ fn problem(m: usize, d: usize, seed: u64, mismatched: bool) -> Problem {
     let x: Vec<f64> = (0..n * d).map(|_| rng.normal()).collect();
     let xq: Vec<f64> = x
         .iter()
-        .map(|v| if mismatched { v + 0.1 * rng.normal() } else { *v })
+        .map(|v| {
+            if mismatched {
+                v + 0.1 * rng.normal()
+            } else {
+                *v
+            }
+        })
         .collect();
     let gram = |a: &[f64], b: &[f64]| -> Vec<f32> {
         let mut out = vec![0f32; d * d];
@@ -164,9 +174,21 @@ fn compare(p: &Problem, cfg: &QuantConfig, h_ref: &[f64], g_ref: &[f64]) -> usiz
     let mut mismatches = Vec::new();
     let mut ties = 0;
     for r in 0..p.m {
-        let w0: Vec<f64> = p.w[r * p.d..(r + 1) * p.d].iter().map(|&v| v as f64).collect();
+        let w0: Vec<f64> = p.w[r * p.d..(r + 1) * p.d]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let row = &got[r * p.d..(r + 1) * p.d];
-        let want = reference_row(&w0, h_ref, g_ref, grid, gs, !cfg.static_groups(), row, &mut ties);
+        let want = reference_row(
+            &w0,
+            h_ref,
+            g_ref,
+            grid,
+            gs,
+            !cfg.static_groups(),
+            row,
+            &mut ties,
+        );
         for j in 0..p.d {
             if want[j] as i32 != got[r * p.d + j] {
                 mismatches.push((r, j, want[j], got[r * p.d + j]));
@@ -174,7 +196,9 @@ fn compare(p: &Problem, cfg: &QuantConfig, h_ref: &[f64], g_ref: &[f64]) -> usiz
         }
     }
     if ties > 0 {
-        eprintln!("{ties} exact ties resolved the other way by f32 vs f64 (both roundings correct)");
+        eprintln!(
+            "{ties} exact ties resolved the other way by f32 vs f64 (both roundings correct)"
+        );
     }
     if !mismatches.is_empty() {
         eprintln!(
@@ -228,7 +252,10 @@ fn qronos_efficient_form_matches_the_definition() {
         total_bad += bad;
         total += m * d;
     }
-    assert_eq!(total_bad, 0, "{total_bad} of {total} codes differ from the definition");
+    assert_eq!(
+        total_bad, 0,
+        "{total_bad} of {total} codes differ from the definition"
+    );
 }
 
 #[test]

@@ -376,8 +376,17 @@ fn run_once<B: Backend>(
         let dummy = backend.zeros(1, 1)?;
         let mut err = backend.zeros(1, 1)?;
         backend.sweep(
-            &spec, &mut w, &dummy, &mut q, &mut codes, &mut scales, &mut zeros, &mut err,
-            &group_of, 0, d,
+            &spec,
+            &mut w,
+            &dummy,
+            &mut q,
+            &mut codes,
+            &mut scales,
+            &mut zeros,
+            &mut err,
+            &group_of,
+            0,
+            d,
         )?;
         t.sweep = t1.elapsed().as_secs_f64();
         (None, None)

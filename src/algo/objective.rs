@@ -1,9 +1,10 @@
 //! Layer objectives (DESIGN §1.1) from Gram matrices, without a second pass over the tokens.
 //!
 //! With `E = W − Q`, `C = G − H`, `D = ΔᵀΔ/N` and `XᵀX/N = H + C + Cᵀ + D`:
-//! - mismatched² · N-normalised: `tr(W D Wᵀ) + 2·tr(W C Eᵀ) + tr(E H Eᵀ)`
+//! - mismatched²: `tr(W D Wᵀ) + 2·tr(W C Eᵀ) + tr(E H Eᵀ)`
 //! - standard²: `tr(E H Eᵀ) + 2·tr(E C Eᵀ) + tr(E D Eᵀ)`
 //! - reference `‖XWᵀ‖²/N`: `tr(W H Wᵀ) + 2·tr(W C Wᵀ) + tr(W D Wᵀ)`
+//!
 //! Every trace is `tr(A M Bᵀ) = ⟨M, AᵀB⟩`, so three `d × d` products `P = WᵀW`, `R = EᵀE`,
 //! `S = WᵀE` (each `m·d²` multiply-adds) and elementwise dots with `H`, `G`, `D` give them all
 //! (dots accumulated in f64). `E` is formed directly, never as a difference of traces of `W`

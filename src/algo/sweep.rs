@@ -33,7 +33,9 @@ pub(super) fn gptq_sweep<B: Backend>(
         if spec.dynamic {
             c1 = c1.min((c0 / g + 1) * g);
         }
-        b.sweep(spec, w, u, q, codes, scales, zeros, &mut err, group_of, c0, c1)?;
+        b.sweep(
+            spec, w, u, q, codes, scales, zeros, &mut err, group_of, c0, c1,
+        )?;
         if c1 < d {
             b.gemm(
                 w,
@@ -100,7 +102,18 @@ pub(super) fn qronos_first_column<B: Backend>(
     let mut r = b.zeros(m, d - 1)?;
     let rall = Region::all(m, d - 1);
     if d > 1 {
-        b.gemm(&mut r, rall, 1.0, x.w, Region::all(m, d), false, x.g, hrest, false, 0.0)?;
+        b.gemm(
+            &mut r,
+            rall,
+            1.0,
+            x.w,
+            Region::all(m, d),
+            false,
+            x.g,
+            hrest,
+            false,
+            0.0,
+        )?;
         b.axpy(&mut r, rall, x.damp_factor, x.w, rest, Some(x.lambda))?;
     }
     // v₀ = W₀[:,0] + W₀ · c / H[0,0],  c = G[:,0] − H[:,0]
@@ -109,15 +122,35 @@ pub(super) fn qronos_first_column<B: Backend>(
     b.copy(&mut c, Region::all(d, 1), x.g, col0)?;
     b.axpy(&mut c, Region::all(d, 1), -1.0, x.h, col0, None)?;
     let mut v = b.zeros(m, 1)?;
-    b.gemm(&mut v, Region::all(m, 1), 1.0, x.w, Region::all(m, d), false, &c, Region::all(d, 1), false, 0.0)?;
-    b.axpy(x.w, Region::cols(m, 0, 1), (1.0 / x.h00) as f32, &v, Region::all(m, 1), None)?;
+    b.gemm(
+        &mut v,
+        Region::all(m, 1),
+        1.0,
+        x.w,
+        Region::all(m, d),
+        false,
+        &c,
+        Region::all(d, 1),
+        false,
+        0.0,
+    )?;
+    b.axpy(
+        x.w,
+        Region::cols(m, 0, 1),
+        (1.0 / x.h00) as f32,
+        &v,
+        Region::all(m, 1),
+        None,
+    )?;
     // q₀: quantize column 0 alone (its group's parameters from [v₀ | W₀[:, 1:g]])
     let no_prop = SweepSpec {
         propagate: false,
         ..*spec
     };
     let mut err = b.zeros(1, 1)?;
-    b.sweep(&no_prop, x.w, x.u, q, codes, scales, zeros, &mut err, group_of, 0, 1)?;
+    b.sweep(
+        &no_prop, x.w, x.u, q, codes, scales, zeros, &mut err, group_of, 0, 1,
+    )?;
     if d == 1 {
         return Ok(());
     }

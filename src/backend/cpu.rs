@@ -3,8 +3,8 @@
 //! f32 storage like the GPU; the factorisation runs in f64 (the CPU may, the GPU cannot).
 //! Grams use syrk-style products (only the lower triangle is computed while accumulating).
 
-use faer::linalg::matmul::triangular::{self as tri, BlockStructure};
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self as tri, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use super::{Backend, BackendInfo, DampRule, Grams, Region, SweepSpec};
@@ -19,9 +19,7 @@ pub struct CpuBackend {
 
 impl Default for CpuBackend {
     fn default() -> Self {
-        CpuBackend {
-            par: Par::rayon(0),
-        }
+        CpuBackend { par: Par::rayon(0) }
     }
 }
 
@@ -172,7 +170,11 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let d = acc.h.nrows();
         assert_eq!(x.len(), tokens * d, "gram_update: x length");
-        assert_eq!(xq.is_some(), acc.g.is_some(), "gram_update: xq iff mismatched");
+        assert_eq!(
+            xq.is_some(),
+            acc.g.is_some(),
+            "gram_update: xq iff mismatched"
+        );
         if tokens == 0 {
             return Ok(());
         }
@@ -187,7 +189,14 @@ impl Backend for CpuBackend {
                 assert_eq!(xq.len(), tokens * d, "gram_update: xq length");
                 let xqt = MatRef::from_column_major_slice(xq, d, tokens);
                 accumulate_outer(&mut acc.h, xqt, None, keep, alpha, self.par);
-                accumulate_outer(acc.g.as_mut().unwrap(), xt, Some(xqt), keep, alpha, self.par);
+                accumulate_outer(
+                    acc.g.as_mut().unwrap(),
+                    xt,
+                    Some(xqt),
+                    keep,
+                    alpha,
+                    self.par,
+                );
                 if let Some(dm) = acc.d.as_mut() {
                     let delta: Vec<f32> = x.iter().zip(xq).map(|(a, b)| a - b).collect();
                     let dt = MatRef::from_column_major_slice(&delta, d, tokens);
@@ -297,14 +306,28 @@ impl Backend for CpuBackend {
         assert_eq!(ru.rows, ru.cols, "trmm_right: u must be square");
         let (av, uv) = (view(a, ra), op(view(u, ru), tu));
         let mut cv = view_mut(c, rc);
-        assert_eq!((av.nrows(), uv.ncols(), av.ncols()), (cv.nrows(), cv.ncols(), uv.nrows()), "trmm_right: shapes");
+        assert_eq!(
+            (av.nrows(), uv.ncols(), av.ncols()),
+            (cv.nrows(), cv.ncols(), uv.nrows()),
+            "trmm_right: shapes"
+        );
         let accum = scale_for_beta(&mut cv, beta);
         let structure = if tu {
             BlockStructure::TriangularLower
         } else {
             BlockStructure::TriangularUpper
         };
-        tri::matmul(cv, BlockStructure::Rectangular, accum, av, BlockStructure::Rectangular, uv, structure, alpha, self.par);
+        tri::matmul(
+            cv,
+            BlockStructure::Rectangular,
+            accum,
+            av,
+            BlockStructure::Rectangular,
+            uv,
+            structure,
+            alpha,
+            self.par,
+        );
         Ok(())
     }
 
@@ -313,7 +336,10 @@ impl Backend for CpuBackend {
         Ok(Mat::from_fn(ra.cols, 1, |j, _| {
             let x = &a.col_as_slice(ra.col0 + j)[ra.row0..ra.row0 + ra.rows];
             let y = &b.col_as_slice(rb.col0 + j)[rb.row0..rb.row0 + rb.rows];
-            x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>() as f32
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| *p as f64 * *q as f64)
+                .sum::<f64>() as f32
         }))
     }
 
@@ -324,9 +350,7 @@ impl Backend for CpuBackend {
                 let mean = (0..d).map(|i| h[(i, i)] as f64).sum::<f64>() / d as f64;
                 f as f64 * mean
             }
-            DampRule::LambdaMax { alpha, iters } => {
-                alpha as f64 * lambda_max(h, iters, self.par)
-            }
+            DampRule::LambdaMax { alpha, iters } => alpha as f64 * lambda_max(h, iters, self.par),
         };
         Ok(Mat::from_fn(1, 1, |_, _| lambda as f32))
     }
@@ -344,11 +368,7 @@ impl Backend for CpuBackend {
             }
         };
         let mut linv = Mat::<f64>::zeros(d, d);
-        faer::linalg::triangular_inverse::invert_lower_triangular(
-            linv.as_mut(),
-            llt.L(),
-            self.par,
-        );
+        faer::linalg::triangular_inverse::invert_lower_triangular(linv.as_mut(), llt.L(), self.par);
         let u = Mat::<f32>::from_fn(d, d, |i, j| {
             if i <= j {
                 linv[(d - 1 - i, d - 1 - j)] as f32
@@ -384,7 +404,11 @@ impl Backend for CpuBackend {
             Par::Rayon(n) => n.get(),
         };
         let work = m * (c1 - c0) * (c1 - c0);
-        let nt = if work < 1 << 16 { 1 } else { threads.min(m).max(1) };
+        let nt = if work < 1 << 16 {
+            1
+        } else {
+            threads.min(m).max(1)
+        };
         let chunk = m.div_ceil(nt);
         let ctx = SweepCtx {
             spec,
@@ -407,7 +431,10 @@ impl Backend for CpuBackend {
                         s.spawn(move || ctx.rows(r0, (r0 + chunk).min(m)))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("sweep worker")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("sweep worker"))
+                    .collect()
             })
         };
         for p in parts {
@@ -455,11 +482,26 @@ fn lambda_max(h: &Mat<f32>, iters: u32, par: Par) -> f64 {
     let d = h.nrows();
     let mut v = Mat::<f32>::from_fn(d, 1, |i, _| super::power_start(d)[i]);
     let mut hv = Mat::<f32>::zeros(d, 1);
-    let norm = |x: &Mat<f32>| x.col_as_slice(0).iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let norm = |x: &Mat<f32>| {
+        x.col_as_slice(0)
+            .iter()
+            .map(|a| (*a as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     let n0 = norm(&v);
-    v.col_as_slice_mut(0).iter_mut().for_each(|a| *a = (*a as f64 / n0) as f32);
+    v.col_as_slice_mut(0)
+        .iter_mut()
+        .for_each(|a| *a = (*a as f64 / n0) as f32);
     for _ in 0..iters {
-        matmul(hv.as_mut(), Accum::Replace, h.as_ref(), v.as_ref(), 1.0, par);
+        matmul(
+            hv.as_mut(),
+            Accum::Replace,
+            h.as_ref(),
+            v.as_ref(),
+            1.0,
+            par,
+        );
         let n = norm(&hv);
         if !(n > 0.0 && n.is_finite()) {
             return n;
@@ -468,8 +510,20 @@ fn lambda_max(h: &Mat<f32>, iters: u32, par: Par) -> f64 {
             *a = (*b as f64 / n) as f32;
         }
     }
-    matmul(hv.as_mut(), Accum::Replace, h.as_ref(), v.as_ref(), 1.0, par);
-    let num: f64 = v.col_as_slice(0).iter().zip(hv.col_as_slice(0)).map(|(a, b)| *a as f64 * *b as f64).sum();
+    matmul(
+        hv.as_mut(),
+        Accum::Replace,
+        h.as_ref(),
+        v.as_ref(),
+        1.0,
+        par,
+    );
+    let num: f64 = v
+        .col_as_slice(0)
+        .iter()
+        .zip(hv.col_as_slice(0))
+        .map(|(a, b)| *a as f64 * *b as f64)
+        .sum();
     num / norm(&v).powi(2)
 }
 
@@ -517,7 +571,11 @@ impl SweepCtx<'_> {
         let (mut sc, mut ze) = (vec![0f32; nr], vec![0f32; nr]);
         let mut cur_grp = usize::MAX;
         for (k, j) in (c0..c1).enumerate() {
-            let grp = if spec.dynamic { j / g } else { self.group_of[j] as usize };
+            let grp = if spec.dynamic {
+                j / g
+            } else {
+                self.group_of[j] as usize
+            };
             if spec.dynamic && j % g == 0 {
                 // current values: the block's columns from the private copy, later ones from w
                 let (mut lo, mut hi) = (vec![f32::INFINITY; nr], vec![f32::NEG_INFINITY; nr]);

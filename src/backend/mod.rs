@@ -85,6 +85,7 @@ pub fn power_start(d: usize) -> Vec<f32> {
 /// 3. `codes[r, j] = code(W[r, j])`, `Q[r, j] = dequant(codes[r, j])` (see `grid.rs`);
 /// 4. if `propagate`: `e_r = (W[r, j] − Q[r, j]) / U[j, j]`, `W[r, k] −= e_r · U[j, k]` for
 ///    `k ∈ (j, c1)`, and `err[r, j − c0] = e_r`.
+///
 /// Rows are independent. The trailing update `W[:, c1:] −= err · U[c0:c1, c1:]` is the
 /// caller's (a `gemm`).
 #[derive(Clone, Copy, Debug, PartialEq)]

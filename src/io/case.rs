@@ -59,7 +59,10 @@ impl<'a> Case<'a> {
                 if x.shape[1] != d {
                     return Err(bad(
                         "X",
-                        format!("shape {:?}: expected [N, {d}] (d from W {:?})", x.shape, w.shape),
+                        format!(
+                            "shape {:?}: expected [N, {d}] (d from W {:?})",
+                            x.shape, w.shape
+                        ),
                     ));
                 }
                 if x.shape[0] == 0 {
@@ -79,7 +82,10 @@ impl<'a> Case<'a> {
             (false, true) => {
                 let h = file.require_f32("H", 2)?;
                 let g = file.f32_tensor("G", 2)?.ok_or_else(|| {
-                    bad("G", "missing: H was given without G (G = XᵀX̃/N is required)".into())
+                    bad(
+                        "G",
+                        "missing: H was given without G (G = XᵀX̃/N is required)".into(),
+                    )
                 })?;
                 let xx = file.f32_tensor("XX", 2)?;
                 for (name, t) in [("H", Some(&h)), ("G", Some(&g)), ("XX", xx.as_ref())] {

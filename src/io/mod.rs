@@ -91,7 +91,11 @@ impl SafetensorsFile {
         if shape.len() != rank {
             return Err(self.tensor_err(
                 name,
-                format!("rank {} (shape {:?}), expected rank {rank}", shape.len(), shape),
+                format!(
+                    "rank {} (shape {:?}), expected rank {rank}",
+                    shape.len(),
+                    shape
+                ),
             ));
         }
         let bytes: &[u8] = view.data();
