@@ -4,7 +4,7 @@
 //! `cargo bench --bench layer` runs d = 1024 and 4096 on the CPU, and on the GPU when a
 //! hardware adapter exists (d = 1024 only on a software adapter such as lavapipe).
 //! `QRONOS_BENCH_DIMS=1024` restricts the sizes; `QRONOS_BENCH_GPU=0|1` forces the GPU part
-//! off / on (1 also runs on a software adapter).
+//! off / on (1 also runs on a software adapter); `QRONOS_BENCH_CPU=0` skips the CPU part.
 //!
 //! Timed regions end with a `download`, so GPU work is complete when the clock stops.
 
@@ -213,8 +213,10 @@ fn benches(c: &mut Criterion) {
         lines: Vec::new(),
     };
     let cpu = CpuBackend::new();
-    for d in dims() {
-        bench_backend(c, &cpu, "cpu", d, &mut s);
+    if std::env::var("QRONOS_BENCH_CPU").as_deref() != Ok("0") {
+        for d in dims() {
+            bench_backend(c, &cpu, "cpu", d, &mut s);
+        }
     }
     let force = std::env::var("QRONOS_BENCH_GPU").ok();
     let hardware = gpu::list_adapters()
