@@ -73,10 +73,11 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         return;
     }
     let tid = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
-    for (var t = 0u; t < 16u; t++) {
-        acc[t] = 0.0;
-    }
+    // acc_u[v] = C[i0 + lid.x + 16u, j0 + lid.y + 16v] (registers, no dynamic indexing)
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var p0 = 0u; p0 < gp.k; p0 += TK) {
         for (var e = 0u; e < 4u; e++) {
             let idx = tid + e * 256u;
@@ -104,27 +105,24 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
         for (var p = 0u; p < TK; p++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var u = 0u; u < 4u; u++) {
-                av[u] = sa[p * TM + lid.x + 16u * u];
-                bv[u] = sb[p * TN + lid.y + 16u * u];
-            }
-            for (var u = 0u; u < 4u; u++) {
-                for (var v = 0u; v < 4u; v++) {
-                    acc[u * 4u + v] = fma(av[u], bv[v], acc[u * 4u + v]);
-                }
-            }
+            let ab = p * TM + lid.x;
+            let bb = p * TN + lid.y;
+            let bv = vec4<f32>(sb[bb], sb[bb + 16u], sb[bb + 32u], sb[bb + 48u]);
+            acc0 = fma(vec4<f32>(sa[ab]), bv, acc0);
+            acc1 = fma(vec4<f32>(sa[ab + 16u]), bv, acc1);
+            acc2 = fma(vec4<f32>(sa[ab + 32u]), bv, acc2);
+            acc3 = fma(vec4<f32>(sa[ab + 48u]), bv, acc3);
         }
         workgroupBarrier();
     }
+    let acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var u = 0u; u < 4u; u++) {
         let i = i0 + lid.x + 16u * u;
         for (var v = 0u; v < 4u; v++) {
             let j = j0 + lid.y + 16u * v;
             if (i < gp.m && j < gp.n && (gp.lower == 0u || gp.m0 + i >= gp.n0 + j)) {
                 let ci = gp.c_off + j * gp.ldc + i;
-                var r = gp.alpha * acc[u * 4u + v];
+                var r = gp.alpha * acc[u][v];
                 if (gp.beta != 0.0) {
                     r = r + gp.beta * gc[ci];
                 }
