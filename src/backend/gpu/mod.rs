@@ -277,6 +277,16 @@ impl GpuBackend {
             let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| e.to_string());
         }));
+        let sink = uncaptured.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason == wgpu::DeviceLostReason::Destroyed {
+                log::debug!("gpu: device destroyed: {msg}");
+                return;
+            }
+            log::error!("gpu: device lost ({reason:?}): {msg}");
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+        });
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("qronos.dummy"),
             size: MIN_BUFFER,
