@@ -41,8 +41,7 @@ fn quantize_layer_agrees_with_cpu() {
     let xq: Vec<f32> = x.iter().map(|v| v + 0.05 * rng.normal()).collect();
     let w = rng.vec(m * d);
     let configs = [
-        // RTN (propagate = false, 1 × 1 placeholder U) is covered by gpu_sweep.rs; the CPU
-        // twin currently reads U[j, j] even without propagation, so it is left out here.
+        (Method::Rtn, GroupSize::Columns(32), false, false),
         (Method::Gptq, GroupSize::Columns(32), false, false),
         (Method::Gptq, GroupSize::PerChannel, true, false),
         (Method::Gptq, GroupSize::Columns(32), true, true),
