@@ -2,7 +2,9 @@
 //
 // The quantizer grid of src/grid.rs, operation for operation (DESIGN §1.2). WGSL `round` rounds
 // half to even, like `f32::round_ties_even`. Keep both files in step: tests/gpu_grid.rs checks
-// them bit for bit on edge cases.
+// them bit for bit on edge cases (all identical on lavapipe, which divides exactly). Caveat:
+// WGSL only promises f32 division to 2.5 ulp, so on a GPU whose `w / s` is not correctly
+// rounded a value within an ulp of a tie can round the other way; that test lists any case.
 
 struct GridParams {
     scale: f32,

@@ -153,6 +153,7 @@ pub(crate) fn update(
     let scale = (1.0 / n_new as f64) as f32;
     // Tokens per uploaded chunk: one chunk of X (row-major, d floats per token) per binding.
     let per = be.panel_cols(op, d)?;
+    let mut in_flight = None;
     let mut t0 = 0;
     while t0 < tokens {
         let t1 = (t0 + per).min(tokens);
@@ -162,7 +163,7 @@ pub(crate) fn update(
             Some(xq) => Some(be.init_buffer("gram.xq", bytemuck::cast_slice(&xq[t0 * d..t1 * d]))?),
             None => None,
         };
-        be.op(op, |enc| {
+        let (_, index) = be.op_indexed(op, |enc| {
             match &xqb {
                 None => record_chunk(be, enc, &acc.h, 0, &xb, &xb, t1 - t0, keep, scale)?,
                 Some(xqb) => {
@@ -177,6 +178,11 @@ pub(crate) fn update(
             }
             Ok(())
         })?;
+        // At most two uploaded chunks alive: wait for the previous one before the next
+        // upload (host memory stays bounded however many tokens one call brings).
+        if let Some(prev) = in_flight.replace(index) {
+            be.wait_for(op, prev)?;
+        }
         t0 = t1;
     }
     acc.n = n_new;

@@ -254,10 +254,12 @@ impl GpuBackend {
             .min(limits.max_buffer_size)
             .min(MAX_BINDING)
             .min(limit);
-        assert!(
-            binding_limit >= 4 * align,
-            "binding limit {binding_limit} is below 4 × the offset alignment {align}"
-        );
+        if binding_limit < 4 * align {
+            return Err(Error::config(
+                "binding limit",
+                format!("{binding_limit} bytes is below 4 × the storage offset alignment {align}"),
+            ));
+        }
         log::info!(
             "gpu: {} ({}), {:?}; storage binding limit {} B (device {} B), max buffer {} B, \
              offset alignment {} B, workgroup storage {} B",
@@ -572,16 +574,37 @@ impl GpuBackend {
         name: &str,
         f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
     ) -> Result<T> {
-        self.scoped(name, || {
+        Ok(self.op_indexed(name, f)?.0)
+    }
+
+    /// [`GpuBackend::op`], also returning the submission (to wait for it).
+    pub(crate) fn op_indexed<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<(T, wgpu::SubmissionIndex)> {
+        let r = self.scoped(name, || {
             let mut enc = self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
-            let r = f(&mut enc);
-            if r.is_ok() {
-                self.queue.submit([enc.finish()]);
-            }
-            r
-        })?
+            let t = f(&mut enc)?;
+            Ok((t, self.queue.submit([enc.finish()])))
+        })?;
+        // Non-blocking: lets wgpu release what finished submissions no longer need (params
+        // buffers, uploaded token chunks) without waiting for anything.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        r
+    }
+
+    /// Block until `index` has finished on the device.
+    pub(crate) fn wait_for(&self, op: &str, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::gpu(op, format!("poll failed: {e}")))?;
+        self.take_uncaptured(op)
     }
 }
 
