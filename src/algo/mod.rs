@@ -109,10 +109,30 @@ pub const GRAM_CHUNK_TOKENS: usize = 2048;
 /// Host transpose of a row-major `[rows, cols]` array (= column-major `cols × rows`) into
 /// column-major `rows × cols`.
 pub(crate) fn to_col_major(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    for (r, row) in a.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
+    col_to_row_major(a, cols, rows, None)
+}
+
+/// Column-major `rows × cols` → row-major `[rows, cols]`, column `j` going to column
+/// `perm[j]` (a permutation) when given. Tiled: a power-of-two leading dimension would
+/// otherwise send every write of a column to the same cache set.
+pub(crate) fn col_to_row_major<T: Copy + Default>(
+    src: &[T],
+    rows: usize,
+    cols: usize,
+    perm: Option<&[usize]>,
+) -> Vec<T> {
+    const TILE: usize = 32;
+    assert_eq!(src.len(), rows * cols, "transpose: length");
+    let mut out = vec![T::default(); rows * cols];
+    for j0 in (0..cols).step_by(TILE) {
+        for r0 in (0..rows).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(cols) {
+                let dst_col = perm.map_or(j, |p| p[j]);
+                let col = &src[j * rows + r0..j * rows + (r0 + TILE).min(rows)];
+                for (k, &v) in col.iter().enumerate() {
+                    out[(r0 + k) * cols + dst_col] = v;
+                }
+            }
         }
     }
     out
@@ -139,16 +159,32 @@ pub fn quantize_layer<B: Backend>(
 
     // ----- grams -----
     let t0 = Instant::now();
-    let (grams, diag) = grams(backend, cfg, input, progress)?;
+    let needs_data = cfg.method != Method::Rtn || cfg.objectives;
+    let (grams, diag) = if needs_data {
+        let (g, diag) = grams(backend, cfg, input, progress)?;
+        (Some(g), diag)
+    } else {
+        (None, vec![1.0; d])
+    };
     t.gram = t0.elapsed().as_secs_f64();
 
-    let mut out = loop_with_retries(backend, cfg, &w0, &grams, &diag, m, d, &mut t, progress)?;
+    let mut out = loop_with_retries(
+        backend,
+        cfg,
+        &w0,
+        grams.as_ref(),
+        &diag,
+        m,
+        d,
+        &mut t,
+        progress,
+    )?;
 
     // ----- objectives -----
     let t0 = Instant::now();
-    if cfg.objectives {
+    if let (true, Some(grams)) = (cfg.objectives, &grams) {
         tick(progress, "objectives", 0, 1)?;
-        out.objective = objective::compute(backend, &w0, &out, &grams)?;
+        out.objective = objective::compute(backend, &w0, &out, grams)?;
     }
     t.objectives = t0.elapsed().as_secs_f64();
     t.total = t_start.elapsed().as_secs_f64();
@@ -231,7 +267,7 @@ fn loop_with_retries<B: Backend>(
     backend: &B,
     cfg: &QuantConfig,
     w0: &B::Mat,
-    grams: &Grams<B::Mat>,
+    grams: Option<&Grams<B::Mat>>,
     diag: &[f64],
     m: usize,
     d: usize,
@@ -292,7 +328,7 @@ fn run_once<B: Backend>(
     backend: &B,
     cfg: &QuantConfig,
     w0: &B::Mat,
-    grams: &Grams<B::Mat>,
+    grams: Option<&Grams<B::Mat>>,
     diag: &[f64],
     m: usize,
     d: usize,
@@ -311,24 +347,38 @@ fn run_once<B: Backend>(
         column_order(cfg, diag)
     };
     let perm_u32: Vec<u32> = perm.iter().map(|&p| p as u32).collect();
-    let perm_idx = backend.upload_idx(&perm_u32)?;
+    let identity = perm.iter().enumerate().all(|(j, &p)| j == p);
+    let perm_idx = if identity {
+        None
+    } else {
+        Some(backend.upload_idx(&perm_u32)?)
+    };
+    let perm_idx = perm_idx.as_ref();
     let dead: Vec<u32> = (0..d as u32).filter(|&j| diag[j as usize] == 0.0).collect();
 
     // Working copies in sweep order.
-    let mut w = backend.permute(w0, None, Some(&perm_idx))?;
-    let mut h = backend.permute(&grams.h, Some(&perm_idx), Some(&perm_idx))?;
-    let gp = match &grams.g {
-        Some(gm) => Some(backend.permute(gm, Some(&perm_idx), Some(&perm_idx))?),
-        None => None,
-    };
+    let mut w = backend.permute(w0, None, perm_idx)?;
     let dead_p: Vec<u32> = (0..d as u32)
         .filter(|&j| diag[perm[j as usize]] == 0.0)
         .collect();
-    if !dead_p.is_empty() && !rtn {
-        log::info!("{} dead input columns (zero in every token)", dead.len());
-        let idx = backend.upload_idx(&dead_p)?;
-        backend.fix_dead(&mut h, &mut w, &idx)?;
-    }
+    // H and G in sweep order (RTN uses no data)
+    let (h, gp) = match (rtn, grams) {
+        (true, _) => (None, None),
+        (false, None) => panic!("GPTQ and Qronos need calibration statistics"),
+        (false, Some(grams)) => {
+            let mut h = backend.permute(&grams.h, perm_idx, perm_idx)?;
+            let gp = match &grams.g {
+                Some(gm) => Some(backend.permute(gm, perm_idx, perm_idx)?),
+                None => None,
+            };
+            if !dead_p.is_empty() {
+                log::info!("{} dead input columns (zero in every token)", dead.len());
+                let idx = backend.upload_idx(&dead_p)?;
+                backend.fix_dead(&mut h, &mut w, &idx)?;
+            }
+            (Some(h), gp)
+        }
+    };
 
     // Groups: which group each sweep position belongs to, and the exported g_idx.
     let mut scales = backend.zeros(m, ngroups)?;
@@ -391,6 +441,7 @@ fn run_once<B: Backend>(
         t.sweep = t1.elapsed().as_secs_f64();
         (None, None)
     } else {
+        let h = h.expect("set for GPTQ and Qronos");
         tick(progress, "factor", 0, 1)?;
         let rule = match cfg.method {
             Method::Qronos => DampRule::LambdaMax {
@@ -466,23 +517,12 @@ fn run_once<B: Backend>(
     };
 
     // Undo the permutation: sweep position j holds original column perm[j].
-    let mut qo = vec![0f32; m * d];
-    let mut co = vec![0i32; m * d];
-    for (j, &col) in perm.iter().enumerate() {
-        for r in 0..m {
-            qo[r * d + col] = qv[j * m + r];
-            co[r * d + col] = cv[j * m + r] as i32;
-        }
-    }
-    let row_major = |v: &[f32]| -> Vec<f32> {
-        let mut out = vec![0f32; m * ngroups];
-        for k in 0..ngroups {
-            for r in 0..m {
-                out[r * ngroups + k] = v[k * m + r];
-            }
-        }
-        out
-    };
+    let qo = col_to_row_major(&qv, m, d, Some(&perm));
+    let co: Vec<i32> = col_to_row_major(&cv, m, d, Some(&perm))
+        .into_iter()
+        .map(|c| c as i32)
+        .collect();
+    let row_major = |v: &[f32]| col_to_row_major(v, m, ngroups, None);
     Ok(Attempt {
         result: LayerResult {
             m,

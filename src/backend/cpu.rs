@@ -29,6 +29,13 @@ impl CpuBackend {
     }
 }
 
+fn par_threads(par: Par) -> usize {
+    match par {
+        Par::Seq => 1,
+        Par::Rayon(n) => n.get(),
+    }
+}
+
 fn view(a: &Mat<f32>, r: Region) -> MatRef<'_, f32> {
     a.as_ref().submatrix(r.row0, r.col0, r.rows, r.cols)
 }
@@ -45,7 +52,52 @@ fn op(a: MatRef<'_, f32>, t: bool) -> MatRef<'_, f32> {
     }
 }
 
-/// `acc ← keep·acc + alpha·a·bᵀ` on the lower triangle (`b = None`: `a·aᵀ`) or in full.
+/// A row-major `[tokens, d]` chunk transposed into column-major `tokens × d` storage.
+/// Columns are padded (`ld = tokens + 16`) so that a power-of-two token count does not make
+/// every write of a tile land in the same cache set; tiles of 64 × 64; both halves of the
+/// columns in parallel.
+struct TokensMajor {
+    data: Vec<f32>,
+    tokens: usize,
+    ld: usize,
+    d: usize,
+}
+
+impl TokensMajor {
+    fn new(x: &[f32], tokens: usize, d: usize, threads: usize) -> Self {
+        const TILE: usize = 64;
+        let ld = tokens + 16;
+        let mut data = vec![0f32; ld * d];
+        let per = d.div_ceil(threads.max(1)).div_ceil(TILE) * TILE;
+        std::thread::scope(|s| {
+            for (i, part) in data.chunks_mut(per * ld).enumerate() {
+                s.spawn(move || {
+                    let c_base = i * per;
+                    let ncols = part.len() / ld;
+                    for r0 in (0..tokens).step_by(TILE) {
+                        for c0 in (0..ncols).step_by(TILE) {
+                            let c1 = (c0 + TILE).min(ncols);
+                            for r in r0..(r0 + TILE).min(tokens) {
+                                let row = &x[r * d + c_base + c0..r * d + c_base + c1];
+                                for (k, v) in row.iter().enumerate() {
+                                    part[(c0 + k) * ld + r] = *v;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        TokensMajor { data, tokens, ld, d }
+    }
+
+    fn as_ref(&self) -> MatRef<'_, f32> {
+        MatRef::from_column_major_slice_with_stride(&self.data, self.tokens, self.d, self.ld)
+    }
+}
+
+/// `acc ← keep·acc + alpha·aᵀ·b` on the lower triangle (`b = None`: `aᵀa`) or in full;
+/// `a`, `b` are column-major `tokens × d`.
 fn accumulate_outer(
     acc: &mut Mat<f32>,
     a: MatRef<'_, f32>,
@@ -74,15 +126,15 @@ fn accumulate_outer(
             acc.as_mut(),
             BlockStructure::TriangularLower,
             accum,
-            a,
-            BlockStructure::Rectangular,
             a.transpose(),
+            BlockStructure::Rectangular,
+            a,
             BlockStructure::Rectangular,
             alpha,
             par,
         );
     } else {
-        matmul(acc.as_mut(), accum, a, b.unwrap().transpose(), alpha, par);
+        matmul(acc.as_mut(), accum, a.transpose(), b.unwrap(), alpha, par);
     }
 }
 
@@ -181,26 +233,25 @@ impl Backend for CpuBackend {
         let n_new = acc.n + tokens as u64;
         let keep = (acc.n as f64 / n_new as f64) as f32;
         let alpha = (1.0 / n_new as f64) as f32;
-        // A row-major [tokens, d] chunk is the column-major d × tokens matrix Xᵀ.
-        let xt = MatRef::from_column_major_slice(x, d, tokens);
+        // A row-major [tokens, d] chunk is the column-major d × tokens matrix Xᵀ. faer's
+        // kernels run at half speed when the right operand is a transposed view, so the chunk
+        // is copied once to column-major tokens × d and the products take the `XᵀY` form.
+        let threads = par_threads(self.par);
+        let x_rows = x;
+        let x = TokensMajor::new(x, tokens, d, threads);
         match xq {
-            None => accumulate_outer(&mut acc.h, xt, None, keep, alpha, self.par),
+            None => accumulate_outer(&mut acc.h, x.as_ref(), None, keep, alpha, self.par),
             Some(xq) => {
                 assert_eq!(xq.len(), tokens * d, "gram_update: xq length");
-                let xqt = MatRef::from_column_major_slice(xq, d, tokens);
-                accumulate_outer(&mut acc.h, xqt, None, keep, alpha, self.par);
-                accumulate_outer(
-                    acc.g.as_mut().unwrap(),
-                    xt,
-                    Some(xqt),
-                    keep,
-                    alpha,
-                    self.par,
-                );
+                let xq_rows = xq;
+                let xq = TokensMajor::new(xq, tokens, d, threads);
+                accumulate_outer(&mut acc.h, xq.as_ref(), None, keep, alpha, self.par);
+                let g = acc.g.as_mut().unwrap();
+                accumulate_outer(g, x.as_ref(), Some(xq.as_ref()), keep, alpha, self.par);
                 if let Some(dm) = acc.d.as_mut() {
-                    let delta: Vec<f32> = x.iter().zip(xq).map(|(a, b)| a - b).collect();
-                    let dt = MatRef::from_column_major_slice(&delta, d, tokens);
-                    accumulate_outer(dm, dt, None, keep, alpha, self.par);
+                    let delta: Vec<f32> = x_rows.iter().zip(xq_rows).map(|(a, b)| a - b).collect();
+                    let delta = TokensMajor::new(&delta, tokens, d, threads);
+                    accumulate_outer(dm, delta.as_ref(), None, keep, alpha, self.par);
                 }
             }
         }
@@ -279,7 +330,15 @@ impl Backend for CpuBackend {
         tb: bool,
         beta: f32,
     ) -> Result<()> {
-        let (av, bv) = (op(view(a, ra), ta), op(view(b, rb), tb));
+        let bt;
+        let bv = if tb {
+            // faer runs at half speed on a transposed right operand: copy it once
+            bt = view(b, rb).transpose().to_owned();
+            bt.as_ref()
+        } else {
+            view(b, rb)
+        };
+        let av = op(view(a, ra), ta);
         let mut cv = view_mut(c, rc);
         assert_eq!(
             (av.nrows(), bv.ncols(), av.ncols()),
@@ -304,7 +363,14 @@ impl Backend for CpuBackend {
         beta: f32,
     ) -> Result<()> {
         assert_eq!(ru.rows, ru.cols, "trmm_right: u must be square");
-        let (av, uv) = (view(a, ra), op(view(u, ru), tu));
+        let ut;
+        let uv = if tu {
+            ut = view(u, ru).transpose().to_owned();
+            ut.as_ref()
+        } else {
+            view(u, ru)
+        };
+        let av = view(a, ra);
         let mut cv = view_mut(c, rc);
         assert_eq!(
             (av.nrows(), uv.ncols(), av.ncols()),
@@ -359,7 +425,14 @@ impl Backend for CpuBackend {
         let d = a.nrows();
         assert_eq!(d, a.ncols(), "inverse_cholesky: square");
         // J a J = L Lᵀ  ⇒  a = (J L J)(J L J)ᵀ with J L J upper  ⇒  a⁻¹ = UᵀU, U = J L⁻¹ J.
-        let rev = Mat::<f64>::from_fn(d, d, |i, j| a[(d - 1 - i, d - 1 - j)] as f64);
+        // Column j of J a J is column d−1−j of a, reversed: contiguous copies.
+        let mut rev = Mat::<f64>::zeros(d, d);
+        for j in 0..d {
+            let src = a.col_as_slice(d - 1 - j);
+            for (dst, v) in rev.col_as_slice_mut(j).iter_mut().zip(src.iter().rev()) {
+                *dst = *v as f64;
+            }
+        }
         let fail = |col: usize| Mat::from_fn(1, 1, |_, _| (col + 1) as f32);
         let llt = match rev.llt(faer::Side::Lower) {
             Ok(llt) => llt,
@@ -367,15 +440,24 @@ impl Backend for CpuBackend {
                 return Ok((Mat::zeros(d, d), fail(d - 1 - index)));
             }
         };
+        drop(rev);
         let mut linv = Mat::<f64>::zeros(d, d);
-        faer::linalg::triangular_inverse::invert_lower_triangular(linv.as_mut(), llt.L(), self.par);
-        let u = Mat::<f32>::from_fn(d, d, |i, j| {
-            if i <= j {
-                linv[(d - 1 - i, d - 1 - j)] as f32
-            } else {
-                0.0
+        faer::linalg::triangular_inverse::invert_lower_triangular(
+            linv.as_mut(),
+            llt.L(),
+            self.par,
+        );
+        drop(llt);
+        // U[i, j] = L⁻¹[d−1−i, d−1−j]: column j of U is column d−1−j of L⁻¹ reversed, and
+        // only its first j+1 entries (the upper triangle) are non-zero.
+        let mut u = Mat::<f32>::zeros(d, d);
+        for j in 0..d {
+            let src = linv.col_as_slice(d - 1 - j);
+            let dst = &mut u.col_as_slice_mut(j)[..=j];
+            for (k, v) in dst.iter_mut().enumerate() {
+                *v = src[d - 1 - k] as f32;
             }
-        });
+        }
         if let Some(bad) = (0..d).find(|&i| !(u[(i, i)].is_finite() && u[(i, i)] > 0.0)) {
             return Ok((u, fail(bad)));
         }
@@ -399,10 +481,7 @@ impl Backend for CpuBackend {
         // Rows are independent: split them over threads; each works on a private copy of its
         // rows of the block and returns them (the shared matrices are read-only meanwhile).
         let m = w.nrows();
-        let threads = match self.par {
-            Par::Seq => 1,
-            Par::Rayon(n) => n.get(),
-        };
+        let threads = par_threads(self.par);
         let work = m * (c1 - c0) * (c1 - c0);
         let nt = if work < 1 << 16 {
             1
