@@ -66,9 +66,12 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
     let input = case.input();
     let t_read = t_start.elapsed().as_secs_f64();
     let mut progress = LogProgress { last: None };
+    let t_init = Instant::now();
+    let init;
     let (mut result, device, adapter) = match pick_device(args.device)? {
         Picked::Cpu => {
             let b = CpuBackend::new();
+            init = t_init.elapsed().as_secs_f64();
             let info = b.info();
             (
                 quantize_layer(&b, &cfg, &input, &mut progress)?,
@@ -78,6 +81,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
         }
         Picked::Gpu(choice) => {
             let b = GpuBackend::new(choice)?;
+            init = t_init.elapsed().as_secs_f64();
             let info = b.info();
             (
                 quantize_layer(&b, &cfg, &input, &mut progress)?,
@@ -107,7 +111,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
         "d": result.d,
         "ngroups": result.ngroups,
         "seconds": {
-            "load": t.load, "gram": t.gram, "factor": t.factor, "sweep": t.sweep,
+            "init": init, "load": t.load, "gram": t.gram, "factor": t.factor, "sweep": t.sweep,
             "objectives": if cfg.objectives { json!(t.objectives) } else { json!(null) },
             "total": total,
         },

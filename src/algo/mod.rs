@@ -155,6 +155,7 @@ pub fn quantize_layer<B: Backend>(
     // ----- load -----
     let t0 = Instant::now();
     let w0 = backend.upload(m, d, &to_col_major(input.w, m, d))?;
+    backend.finish()?; // stage timings measure completed work, not submission
     t.load = t0.elapsed().as_secs_f64();
 
     // ----- grams -----
@@ -166,6 +167,7 @@ pub fn quantize_layer<B: Backend>(
     } else {
         (None, vec![1.0; d])
     };
+    backend.finish()?; // stage timings measure completed work, not submission
     t.gram = t0.elapsed().as_secs_f64();
 
     let mut out = loop_with_retries(
@@ -438,6 +440,7 @@ fn run_once<B: Backend>(
             0,
             d,
         )?;
+        backend.finish()?; // stage timings measure completed work, not submission
         t.sweep = t1.elapsed().as_secs_f64();
         (None, None)
     } else {
@@ -455,6 +458,7 @@ fn run_once<B: Backend>(
         backend.add_diag(&mut hd, factor, &lambda)?;
         let (u, status) = backend.inverse_cholesky(&hd)?;
         drop(hd);
+        backend.finish()?; // stage timings measure completed work, not submission
         t.factor = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut start = 0;
@@ -498,6 +502,7 @@ fn run_once<B: Backend>(
             cfg.block_size,
             progress,
         )?;
+        backend.finish()?; // stage timings measure completed work, not submission
         t.sweep = t1.elapsed().as_secs_f64();
         (Some(lambda), Some(status))
     };

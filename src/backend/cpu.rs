@@ -88,7 +88,12 @@ impl TokensMajor {
                 });
             }
         });
-        TokensMajor { data, tokens, ld, d }
+        TokensMajor {
+            data,
+            tokens,
+            ld,
+            d,
+        }
     }
 
     fn as_ref(&self) -> MatRef<'_, f32> {
@@ -442,11 +447,7 @@ impl Backend for CpuBackend {
         };
         drop(rev);
         let mut linv = Mat::<f64>::zeros(d, d);
-        faer::linalg::triangular_inverse::invert_lower_triangular(
-            linv.as_mut(),
-            llt.L(),
-            self.par,
-        );
+        faer::linalg::triangular_inverse::invert_lower_triangular(linv.as_mut(), llt.L(), self.par);
         drop(llt);
         // U[i, j] = L⁻¹[d−1−i, d−1−j]: column j of U is column d−1−j of L⁻¹ reversed, and
         // only its first j+1 entries (the upper triangle) are non-zero.

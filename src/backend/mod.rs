@@ -86,7 +86,8 @@ pub fn power_start(d: usize) -> Vec<f32> {
 /// 4. if `propagate`: `e_r = (W[r, j] − Q[r, j]) / U[j, j]`, `W[r, k] −= e_r · U[j, k]` for
 ///    `k ∈ (j, c1)`, and `err[r, j − c0] = e_r`.
 ///
-/// Rows are independent. The trailing update `W[:, c1:] −= err · U[c0:c1, c1:]` is the
+/// Without `propagate`, `U` and `err` are not read or written (callers pass `1 × 1`
+/// placeholders). Rows are independent. The trailing update `W[:, c1:] −= err · U[c0:c1, c1:]` is the
 /// caller's (a `gemm`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SweepSpec {
@@ -138,6 +139,11 @@ pub trait Backend {
     /// The whole matrix, column-major, on the host. The only host readback.
     fn download(&self, a: &Self::Mat) -> Result<Vec<f32>>;
     fn upload_idx(&self, data: &[u32]) -> Result<Self::Idx>;
+    /// Block until all queued work has run (no data moves). Used only to time stages
+    /// honestly; the default (synchronous backends) returns at once.
+    fn finish(&self) -> Result<()> {
+        Ok(())
+    }
     /// `dst[rd] = src[rs]` (same extents).
     fn copy(&self, dst: &mut Self::Mat, rd: Region, src: &Self::Mat, rs: Region) -> Result<()>;
 
@@ -172,7 +178,8 @@ pub trait Backend {
     ) -> Result<()>;
     /// `a[i, i] += alpha · scalar[0]` for every `i` of the square matrix `a`.
     fn add_diag(&self, a: &mut Self::Mat, alpha: f32, scalar: &Self::Mat) -> Result<()>;
-    /// `out[i, j] = a[rows[i], cols[j]]` (`None` = identity).
+    /// `out[i, j] = a[rows[i], cols[j]]` (`None` = identity). `rows` / `cols` are
+    /// permutations: the output has `a`'s shape.
     fn permute(
         &self,
         a: &Self::Mat,

@@ -612,6 +612,13 @@ impl Backend for GpuBackend {
     type Mat = GpuMat;
     type Idx = GpuIdx;
 
+    fn finish(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu("finish", format!("poll failed: {e}")))?;
+        self.take_uncaptured("finish")
+    }
+
     fn info(&self) -> BackendInfo {
         BackendInfo {
             device: "gpu".into(),
