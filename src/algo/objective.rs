@@ -6,7 +6,7 @@
 //! - reference `‖XWᵀ‖²/N`: `tr(W H Wᵀ) + 2·tr(W C Wᵀ) + tr(W D Wᵀ)`
 //!
 //! Every trace is `tr(A M Bᵀ) = ⟨M, AᵀB⟩`, so three `d × d` products `P = WᵀW`, `R = EᵀE`,
-//! `S = WᵀE` (each `m·d²` multiply-adds) and elementwise dots with `H`, `G`, `D` give them all
+//! `S = WᵀE` (`m·d²` multiply-adds; the symmetric two as syrk, half that) and elementwise dots with `H`, `G`, `D` give them all
 //! (dots accumulated in f64). `E` is formed directly, never as a difference of traces of `W`
 //! and `Q`, so the few-percent objectives keep their digits.
 
@@ -49,8 +49,8 @@ pub(super) fn compute<B: Backend>(
         let v = b.dot_cols(x, sq, y, sq)?;
         Ok(b.download(&v)?.iter().map(|&s| s as f64).sum())
     };
-    let p = product(w0, w0)?;
-    let r = product(&e, &e)?;
+    let p = b.gram_t(w0)?;
+    let r = b.gram_t(&e)?;
     let (h, g, dm) = (&grams.h, grams.g.as_ref(), grams.d.as_ref());
     let (ehe, whw) = (dot(h, &r)?, dot(h, &p)?);
     let (mism2, std2, ref2) = match (g, dm) {

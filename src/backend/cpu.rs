@@ -308,9 +308,21 @@ impl Backend for CpuBackend {
         rows: Option<&Vec<u32>>,
         cols: Option<&Vec<u32>>,
     ) -> Result<Mat<f32>> {
-        let r = |i: usize| rows.map_or(i, |p| p[i] as usize);
-        let c = |j: usize| cols.map_or(j, |p| p[j] as usize);
-        Ok(Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(r(i), c(j))]))
+        let (nr, nc) = (a.nrows(), a.ncols());
+        let mut out = Mat::<f32>::zeros(nr, nc);
+        for j in 0..nc {
+            let src = a.col_as_slice(cols.map_or(j, |p| p[j] as usize));
+            let dst = out.col_as_slice_mut(j);
+            match rows {
+                None => dst.copy_from_slice(src),
+                Some(p) => {
+                    for (v, &i) in dst.iter_mut().zip(p.iter()) {
+                        *v = src[i as usize];
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn fix_dead(&self, h: &mut Mat<f32>, w: &mut Mat<f32>, dead: &Vec<u32>) -> Result<()> {
@@ -400,6 +412,14 @@ impl Backend for CpuBackend {
             self.par,
         );
         Ok(())
+    }
+
+    fn gram_t(&self, a: &Mat<f32>) -> Result<Mat<f32>> {
+        let n = a.ncols();
+        let mut c = Mat::<f32>::zeros(n, n);
+        accumulate_outer(&mut c, a.as_ref(), None, 0.0, 1.0, self.par);
+        mirror_lower(&mut c);
+        Ok(c)
     }
 
     fn dot_cols(&self, a: &Mat<f32>, ra: Region, b: &Mat<f32>, rb: Region) -> Result<Mat<f32>> {

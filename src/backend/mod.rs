@@ -225,6 +225,15 @@ pub trait Backend {
     ) -> Result<()> {
         self.gemm(c, rc, alpha, a, ra, false, u, ru, tu, beta)
     }
+    /// `aᵀa` (`cols × cols`, symmetric). A backend may compute one triangle and mirror it;
+    /// the default is the dense [`Backend::gemm`].
+    fn gram_t(&self, a: &Self::Mat) -> Result<Self::Mat> {
+        let (rows, cols) = self.shape(a);
+        let mut c = self.zeros(cols, cols)?;
+        let (ra, rc) = (Region::all(rows, cols), Region::all(cols, cols));
+        self.gemm(&mut c, rc, 1.0, a, ra, true, a, ra, false, 0.0)?;
+        Ok(c)
+    }
     /// Column-wise dot products: `out[c] = Σ_r a[r, c] · b[r, c]` (`cols × 1`); the host sums
     /// them in f64 after download.
     fn dot_cols(&self, a: &Self::Mat, ra: Region, b: &Self::Mat, rb: Region) -> Result<Self::Mat>;
