@@ -364,23 +364,31 @@ fn run_once<B: Backend>(
         .filter(|&j| diag[perm[j as usize]] == 0.0)
         .collect();
     // H and G in sweep order (RTN uses no data)
-    let (h, gp) = match (rtn, grams) {
+    // (copies only where the order changes or dead columns must be patched)
+    let (h_own, g_own) = match (rtn, grams) {
         (true, _) => (None, None),
         (false, None) => panic!("GPTQ and Qronos need calibration statistics"),
         (false, Some(grams)) => {
-            let mut h = backend.permute(&grams.h, perm_idx, perm_idx)?;
-            let gp = match &grams.g {
-                Some(gm) => Some(backend.permute(gm, perm_idx, perm_idx)?),
-                None => None,
+            let h = if perm_idx.is_some() || !dead_p.is_empty() {
+                let mut h = backend.permute(&grams.h, perm_idx, perm_idx)?;
+                if !dead_p.is_empty() {
+                    log::info!("{} dead input columns (zero in every token)", dead.len());
+                    let idx = backend.upload_idx(&dead_p)?;
+                    backend.fix_dead(&mut h, &mut w, &idx)?;
+                }
+                Some(h)
+            } else {
+                None
             };
-            if !dead_p.is_empty() {
-                log::info!("{} dead input columns (zero in every token)", dead.len());
-                let idx = backend.upload_idx(&dead_p)?;
-                backend.fix_dead(&mut h, &mut w, &idx)?;
-            }
-            (Some(h), gp)
+            let g = match (&grams.g, perm_idx) {
+                (Some(gm), Some(_)) => Some(backend.permute(gm, perm_idx, perm_idx)?),
+                _ => None,
+            };
+            (h, g)
         }
     };
+    let h = h_own.as_ref().or(grams.map(|g| &g.h));
+    let gp = g_own.as_ref().or(grams.and_then(|g| g.g.as_ref()));
 
     // Groups: which group each sweep position belongs to, and the exported g_idx.
     let mut scales = backend.zeros(m, ngroups)?;
@@ -444,7 +452,7 @@ fn run_once<B: Backend>(
         t.sweep = t1.elapsed().as_secs_f64();
         (None, None)
     } else {
-        let h = h.expect("set for GPTQ and Qronos");
+        let h = h.expect("GPTQ and Qronos have calibration statistics");
         tick(progress, "factor", 0, 1)?;
         let rule = match cfg.method {
             Method::Qronos => DampRule::LambdaMax {
@@ -453,8 +461,8 @@ fn run_once<B: Backend>(
             },
             _ => DampRule::MeanDiag(cfg.damp_percent),
         };
-        let lambda = backend.damping(&h, rule)?;
-        let mut hd = backend.permute(&h, None, None)?;
+        let lambda = backend.damping(h, rule)?;
+        let mut hd = backend.permute(h, None, None)?;
         backend.add_diag(&mut hd, factor, &lambda)?;
         let (u, status) = backend.inverse_cholesky(&hd)?;
         drop(hd);
@@ -463,13 +471,13 @@ fn run_once<B: Backend>(
         let t1 = Instant::now();
         let mut start = 0;
         if cfg.method == Method::Qronos {
-            let gm = gp.as_ref().unwrap_or(&h);
+            let gm = gp.unwrap_or(h);
             sweep::qronos_first_column(
                 backend,
                 &spec,
                 sweep::QronosInputs {
                     w: &mut w,
-                    h: &h,
+                    h,
                     g: gm,
                     u: &u,
                     lambda: &lambda,
