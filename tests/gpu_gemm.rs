@@ -1,5 +1,5 @@
 //! gemm family: GPU vs CPU on random regions of larger matrices, all four transpose cases,
-//! shapes that are not multiples of the 64 × 64 × 16 tile, β = 0 over NaN, β ≠ 0, K = 0, and
+//! shapes that are not multiples of the tiles, β = 0 over NaN, β ≠ 0, K = 0, and
 //! the same with a tiny binding limit so M, N and K are all cut into panels.
 
 #[path = "common/gpu.rs"]
@@ -110,7 +110,13 @@ fn run(gpu: &GpuBackend, rng: &mut Rng, c: &Case) -> f64 {
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for (m, n, k) in [(37, 53, 29), (70, 65, 130), (1, 67, 17), (65, 1, 3)] {
+    for (m, n, k) in [
+        (37, 53, 29),
+        (70, 65, 130),
+        (1, 67, 17),
+        (65, 1, 3),
+        (150, 133, 41),
+    ] {
         for ta in [false, true] {
             for tb in [false, true] {
                 for (alpha, beta) in [(0.7, 0.0), (-1.3, 0.45)] {

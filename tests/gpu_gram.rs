@@ -1,5 +1,5 @@
 //! gram family: running-mean H, G, D over several updates of different token counts, GPU vs
-//! CPU, with d not a multiple of the 64-wide tile; and with a tiny binding limit, so that the
+//! CPU, with d not a multiple of the 128-wide tile; and with a tiny binding limit, so that the
 //! token rows are uploaded in chunks and the outputs are written and mirrored in panels.
 
 #[path = "common/gpu.rs"]
@@ -76,6 +76,8 @@ fn grams_agree_with_cpu() {
         return;
     };
     check(&gpu, "device limit", 75, &[37, 100, 5]);
+    // more than one 128-wide tile each way: tiles above the diagonal skipped, partial edges
+    check(&gpu, "two tiles", 150, &[37, 100]);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! gram family launcher (`shaders/gram.wgsl`): running-mean H, G, D on the device.
 //!
-//! Token rows are uploaded per call in chunks that fit one binding; the first chunk of a call
-//! scales the old mean by `n / n'`, later chunks add (keep = 1), every chunk adds `XᵀY / n'`.
+//! Token rows are uploaded per call in chunks that fit one binding (and at most
+//! `STREAM_BYTES`), into two device buffers the backend keeps and reuses (no allocation per
+//! chunk); the first chunk of a call scales the old mean by `n / n'`, later chunks add
+//! (keep = 1), every chunk adds `XᵀY / n'`.
 //! H and D are accumulated on the lower triangle only; `finish` mirrors them.
 
 use super::elementwise::record_copy;
@@ -44,7 +46,10 @@ pub(crate) fn layouts() -> Vec<(Shader, ParamLayout)> {
     ]
 }
 
-const TILE: usize = 64;
+/// Output tile edge of the `gram` kernel.
+const TILE: usize = 128;
+/// Largest uploaded token chunk in bytes (per input): bounds the reused upload buffers.
+const STREAM_BYTES: usize = 64 << 20;
 
 pub(crate) fn init(
     be: &GpuBackend,
@@ -151,16 +156,19 @@ pub(crate) fn update(
     let n_new = acc.n + tokens as u64;
     let keep0 = (acc.n as f64 / n_new as f64) as f32;
     let scale = (1.0 / n_new as f64) as f32;
-    // Tokens per uploaded chunk: one chunk of X (row-major, d floats per token) per binding.
-    let per = be.panel_cols(op, d)?;
+    // Tokens per uploaded chunk: one chunk of X (row-major, d floats per token) per binding,
+    // and at most STREAM_BYTES, so the reused upload buffers stay small.
+    let per = be.panel_cols(op, d)?.min((STREAM_BYTES / (4 * d)).max(1));
     let mut in_flight = None;
     let mut t0 = 0;
     while t0 < tokens {
         let t1 = (t0 + per).min(tokens);
         let keep = if t0 == 0 { keep0 } else { 1.0 };
-        let xb = be.init_buffer("gram.x", bytemuck::cast_slice(&x[t0 * d..t1 * d]))?;
+        let xb = be.stream_upload(0, "gram.x", bytemuck::cast_slice(&x[t0 * d..t1 * d]))?;
         let xqb = match xq {
-            Some(xq) => Some(be.init_buffer("gram.xq", bytemuck::cast_slice(&xq[t0 * d..t1 * d]))?),
+            Some(xq) => {
+                Some(be.stream_upload(1, "gram.xq", bytemuck::cast_slice(&xq[t0 * d..t1 * d]))?)
+            }
             None => None,
         };
         let (_, index) = be.op_indexed(op, |enc| {
@@ -178,8 +186,8 @@ pub(crate) fn update(
             }
             Ok(())
         })?;
-        // At most two uploaded chunks alive: wait for the previous one before the next
-        // upload (host memory stays bounded however many tokens one call brings).
+        // At most two uploaded chunks in flight: wait for the previous one before the next
+        // upload (queued staging memory stays bounded however many tokens one call brings).
         if let Some(prev) = in_flight.replace(index) {
             be.wait_for(op, prev)?;
         }

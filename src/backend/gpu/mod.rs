@@ -210,6 +210,9 @@ pub struct GpuBackend {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// A tiny buffer bound where a kernel's optional input is absent.
     dummy: wgpu::Buffer,
+    /// Device buffers reused for streamed host inputs (the gram's token chunks), by slot;
+    /// see [`GpuBackend::stream_upload`].
+    streams: Mutex<Vec<Option<wgpu::Buffer>>>,
 }
 
 /// Bindings are also kept below 2 GiB so every element index fits a u32 with room to spare.
@@ -305,6 +308,7 @@ impl GpuBackend {
             pipelines: PipelineCache::default(),
             uncaptured,
             dummy,
+            streams: Mutex::new(Vec::new()),
         })
     }
 
@@ -383,6 +387,51 @@ impl GpuBackend {
                     usage: Self::storage_usage(),
                 })
         })
+    }
+
+    /// Upload `data` into the reusable stream buffer `slot` (grown when too small, else kept)
+    /// and return that buffer; its first `data.len()` bytes (rounded up to 4) hold `data`.
+    /// Saves a fresh device allocation per streamed chunk. Safe to call again while earlier
+    /// submissions still read the buffer: `write_buffer` is ordered on the queue timeline,
+    /// after everything already submitted.
+    pub(crate) fn stream_upload(
+        &self,
+        slot: usize,
+        label: &str,
+        data: &[u8],
+    ) -> Result<wgpu::Buffer> {
+        let len = (data.len() as u64).next_multiple_of(4).max(MIN_BUFFER);
+        self.check_size(label, len)?;
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if streams.len() <= slot {
+            streams.resize(slot + 1, None);
+        }
+        let buf = match &streams[slot] {
+            Some(b) if b.size() >= len => b.clone(),
+            _ => {
+                // drop the old one first: its memory is released once in-flight work is done
+                streams[slot] = None;
+                let b = self.scoped(label, || {
+                    self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: len,
+                        usage: Self::storage_usage(),
+                        mapped_at_creation: false,
+                    })
+                })?;
+                streams[slot] = Some(b.clone());
+                b
+            }
+        };
+        drop(streams);
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(&buf, 0, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(&buf, 0, &padded);
+        }
+        Ok(buf)
     }
 
     // ----- panels -----
