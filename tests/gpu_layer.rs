@@ -106,3 +106,47 @@ fn quantize_layer_agrees_with_cpu() {
         }
     }
 }
+
+/// Determinism: the same input, config and backend give bit-identical output (fixed reduction
+/// orders, no float atomics, seeded power iteration).
+#[test]
+fn gpu_results_are_bit_identical_across_runs() {
+    let Some(gpu) = gpu_common::backend() else {
+        return;
+    };
+    let l = qronos::synth::llm_like(24, 80, 256, 8);
+    let input = LayerInput {
+        w: &l.w,
+        m: l.m,
+        d: l.d,
+        calib: Calibration::Tokens {
+            x: &l.x,
+            xq: Some(&l.xq),
+            n: l.n,
+        },
+    };
+    for (method, desc_act) in [(Method::Qronos, false), (Method::Gptq, true)] {
+        let cfg = QuantConfig {
+            method,
+            bits: 3,
+            desc_act,
+            group_size: GroupSize::Columns(32),
+            ..QuantConfig::default()
+        };
+        let a = quantize_layer(&gpu, &cfg, &input, &mut NoProgress).expect("first run");
+        let b = quantize_layer(&gpu, &cfg, &input, &mut NoProgress).expect("second run");
+        let differ =
+            a.q.iter()
+                .zip(&b.q)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+        assert_eq!(
+            differ, 0,
+            "{method:?}: {differ} values of Q differ between two runs"
+        );
+        assert_eq!(a.codes, b.codes);
+        assert_eq!(a.scales, b.scales);
+        assert_eq!(a.objective, b.objective);
+        assert_eq!(a.damping, b.damping);
+    }
+}
