@@ -150,3 +150,49 @@ fn gpu_results_are_bit_identical_across_runs() {
         assert_eq!(a.damping, b.damping);
     }
 }
+
+/// The GPU's on-device Cholesky status drives the same retry / RTN fallback as on the CPU.
+#[test]
+fn gpu_factorisation_failures_retry_then_fall_back() {
+    let Some(gpu) = gpu_common::backend() else {
+        return;
+    };
+    let (m, d) = (4, 8);
+    let w: Vec<f32> = (0..m * d)
+        .map(|k| ((k * 37 % 11) as f32 - 5.0) / 7.0)
+        .collect();
+    let cfg = QuantConfig {
+        method: Method::Gptq,
+        bits: 4,
+        group_size: GroupSize::PerChannel,
+        objectives: false,
+        ..QuantConfig::default()
+    };
+    for (last, retries, falls_back) in [(-0.05f32, 1, false), (-1e6, cfg.max_damp_retries, true)] {
+        let mut h = vec![0f32; d * d];
+        (0..d).for_each(|i| h[i * d + i] = 1.0);
+        h[d * d - 1] = last;
+        let input = LayerInput {
+            w: &w,
+            m,
+            d,
+            calib: Calibration::Grams {
+                h: &h,
+                g: &h,
+                xx: None,
+            },
+        };
+        let g = quantize_layer(&gpu, &cfg, &input, &mut NoProgress).expect("gpu run");
+        let c = quantize_layer(&CpuBackend::new(), &cfg, &input, &mut NoProgress).expect("cpu run");
+        assert_eq!(g.retries, retries, "H[7,7] = {last}: retries");
+        assert_eq!(
+            g.fallback.is_some(),
+            falls_back,
+            "H[7,7] = {last}: fallback"
+        );
+        assert_eq!(
+            (g.retries, g.fallback.is_some()),
+            (c.retries, c.fallback.is_some())
+        );
+    }
+}

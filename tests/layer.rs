@@ -213,3 +213,88 @@ fn desc_act_equals_the_plain_sweep_on_the_permuted_problem() {
     let frac = same as f64 / (l.m * d) as f64;
     assert!(frac > 0.99, "only {frac} of codes agree");
 }
+
+/// A layer given as (H, G) with an indefinite H: the factorisation fails, the damping is
+/// retried ×10 until it succeeds, or the layer falls back to RTN with the reason recorded.
+fn indefinite_case(last: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (m, d) = (4, 8);
+    let w: Vec<f32> = (0..m * d)
+        .map(|k| ((k * 37 % 11) as f32 - 5.0) / 7.0)
+        .collect();
+    let mut h = vec![0f32; d * d];
+    for i in 0..d {
+        h[i * d + i] = 1.0;
+    }
+    h[d * d - 1] = last;
+    (w, h.clone(), h)
+}
+
+#[test]
+fn failed_factorisations_retry_with_more_damping_then_fall_back_to_rtn() {
+    let cfg = QuantConfig {
+        method: Method::Gptq,
+        bits: 4,
+        group_size: GroupSize::PerChannel,
+        objectives: false,
+        ..QuantConfig::default()
+    };
+    // λ = 0.01·mean(diag) ≈ 0.0087 does not cover −0.05; 10× that does.
+    let (w, h, g) = indefinite_case(-0.05);
+    let input = LayerInput {
+        w: &w,
+        m: 4,
+        d: 8,
+        calib: Calibration::Grams {
+            h: &h,
+            g: &g,
+            xx: None,
+        },
+    };
+    let r = quantize_layer(&CpuBackend::new(), &cfg, &input, &mut NoProgress).unwrap();
+    assert_eq!(r.retries, 1, "one retry expected");
+    assert!(r.fallback.is_none());
+    let lambda = r.damping.unwrap();
+    assert!(
+        lambda > 0.05 && lambda < 0.1,
+        "damping actually used: {lambda}"
+    );
+
+    // Hopeless: the mean diagonal is negative, so no damping of this rule helps.
+    let (w, h, g) = indefinite_case(-1e6);
+    let input = LayerInput {
+        calib: Calibration::Grams {
+            h: &h,
+            g: &g,
+            xx: None,
+        },
+        w: &w,
+        ..input
+    };
+    for method in [Method::Gptq, Method::Qronos] {
+        let r = quantize_layer(
+            &CpuBackend::new(),
+            &QuantConfig {
+                method,
+                ..cfg.clone()
+            },
+            &input,
+            &mut NoProgress,
+        )
+        .unwrap();
+        let why = r.fallback.as_deref().expect("fell back");
+        assert!(why.starts_with("rtn"), "{why}");
+        assert_eq!(r.retries, cfg.max_damp_retries);
+        // the RTN result itself
+        let rtn = quantize_layer(
+            &CpuBackend::new(),
+            &QuantConfig {
+                method: Method::Rtn,
+                ..cfg.clone()
+            },
+            &input,
+            &mut NoProgress,
+        )
+        .unwrap();
+        assert_eq!(r.codes, rtn.codes, "{method:?}: fallback is not RTN");
+    }
+}
