@@ -62,7 +62,9 @@ impl Summary {
     }
 }
 
+/// One timed run after one untimed warm-up run (pipelines compiled, buffers allocated).
 fn time_once<F: FnMut()>(mut f: F) -> f64 {
+    f();
     let t = Instant::now();
     f();
     t.elapsed().as_secs_f64()
