@@ -112,10 +112,32 @@ pub(crate) fn to_col_major(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     col_to_row_major(a, cols, rows, None)
 }
 
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `diag[j] += Σ_t x[t, j]²` (f64) for a row-major chunk; threads take column ranges, so the
+/// summation order (and the result) does not depend on the thread count.
+fn add_column_squares(diag: &mut [f64], x: &[f32], d: usize) {
+    let per = d.div_ceil(threads()).max(256);
+    std::thread::scope(|s| {
+        for (i, part) in diag.chunks_mut(per).enumerate() {
+            s.spawn(move || {
+                let c0 = i * per;
+                for row in x.chunks_exact(d) {
+                    for (acc, v) in part.iter_mut().zip(&row[c0..]) {
+                        *acc += (*v as f64) * (*v as f64);
+                    }
+                }
+            });
+        }
+    });
+}
+
 /// Column-major `rows × cols` → row-major `[rows, cols]`, column `j` going to column
 /// `perm[j]` (a permutation) when given. Tiled: a power-of-two leading dimension would
 /// otherwise send every write of a column to the same cache set.
-pub(crate) fn col_to_row_major<T: Copy + Default>(
+pub(crate) fn col_to_row_major<T: Copy + Default + Send + Sync>(
     src: &[T],
     rows: usize,
     cols: usize,
@@ -124,17 +146,31 @@ pub(crate) fn col_to_row_major<T: Copy + Default>(
     const TILE: usize = 32;
     assert_eq!(src.len(), rows * cols, "transpose: length");
     let mut out = vec![T::default(); rows * cols];
-    for j0 in (0..cols).step_by(TILE) {
-        for r0 in (0..rows).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(cols) {
-                let dst_col = perm.map_or(j, |p| p[j]);
-                let col = &src[j * rows + r0..j * rows + (r0 + TILE).min(rows)];
-                for (k, &v) in col.iter().enumerate() {
-                    out[(r0 + k) * cols + dst_col] = v;
-                }
-            }
-        }
+    if rows == 0 || cols == 0 {
+        return out;
     }
+    // threads take ranges of output rows (a pure copy: any split gives the same result)
+    let per = rows.div_ceil(threads()).max(TILE);
+    std::thread::scope(|s| {
+        for (i, part) in out.chunks_mut(per * cols).enumerate() {
+            s.spawn(move || {
+                let r_base = i * per;
+                let nr = part.len() / cols;
+                for j0 in (0..cols).step_by(TILE) {
+                    for r0 in (0..nr).step_by(TILE) {
+                        let r1 = (r0 + TILE).min(nr);
+                        for j in j0..(j0 + TILE).min(cols) {
+                            let dst_col = perm.map_or(j, |p| p[j]);
+                            let col = &src[j * rows + r_base + r0..j * rows + r_base + r1];
+                            for (k, &v) in col.iter().enumerate() {
+                                part[(r0 + k) * cols + dst_col] = v;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
     out
 }
 
@@ -214,11 +250,7 @@ fn grams<B: Backend>(
                 let end = (start + GRAM_CHUNK_TOKENS).min(n);
                 let xs = &x[start * d..end * d];
                 let xqs = xq.map(|v| &v[start * d..end * d]);
-                for row in xqs.unwrap_or(xs).chunks_exact(d) {
-                    for (s, v) in diag.iter_mut().zip(row) {
-                        *s += (*v as f64) * (*v as f64);
-                    }
-                }
+                add_column_squares(&mut diag, xqs.unwrap_or(xs), d);
                 backend.gram_update(&mut acc, xs, xqs, end - start)?;
                 tick(progress, "gram", end as u64, total)?;
             }
