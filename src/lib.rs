@@ -15,6 +15,29 @@
 //!    (a failed factorisation is retried with 10× damping, then falls back to RTN, loudly).
 //! 6. **objectives** — both relative errors from traces of Gram matrices (no second pass).
 //!
+//! # Example
+//!
+//! ```
+//! use qronos::backend::cpu::CpuBackend;
+//! use qronos::{quantize_layer, Calibration, LayerInput, Method, NoProgress, QuantConfig};
+//!
+//! // a small synthetic layer: W [m, d], calibration inputs X (float model) and X̃ (quantized)
+//! let l = qronos::synth::llm_like(16, 64, 256, 0);
+//! let input = LayerInput {
+//!     w: &l.w,
+//!     m: l.m,
+//!     d: l.d,
+//!     calib: Calibration::Tokens { x: &l.x, xq: Some(&l.xq), n: l.n },
+//! };
+//! let cfg = QuantConfig { method: Method::Qronos, bits: 4, ..QuantConfig::default() };
+//! let r = quantize_layer(&CpuBackend::new(), &cfg, &input, &mut NoProgress)?;
+//! // every weight is on its group's grid: Q = s · (c − z)
+//! let (j, g) = (5, r.g_idx[5] as usize);
+//! assert_eq!(r.q[j], r.scales[g] * (r.codes[j] as f32 - r.zeros[g]));
+//! assert!(r.objective.unwrap().mismatched < 0.2);
+//! # Ok::<(), qronos::Error>(())
+//! ```
+//!
 //! # Modules
 //! - [`grid`]: the quantizer grid, the single rounding rule (mirrored in `shaders/common.wgsl`).
 //! - [`backend`]: the `Backend` trait; [`backend::cpu`] (faer, the reference) and
