@@ -298,3 +298,38 @@ fn failed_factorisations_retry_with_more_damping_then_fall_back_to_rtn() {
         assert_eq!(r.codes, rtn.codes, "{method:?}: fallback is not RTN");
     }
 }
+
+#[test]
+fn dead_input_columns_quantize_to_zero_in_every_mode() {
+    let mut l = llm_like(12, 40, 200, 21);
+    let dead = [3usize, 17, 39];
+    for t in 0..l.n {
+        for &j in &dead {
+            l.x[t * l.d + j] = 0.0;
+            l.xq[t * l.d + j] = 0.0;
+        }
+    }
+    for (method, act, desc, stat) in [
+        (Method::Gptq, false, false, false),
+        (Method::Gptq, true, false, false),
+        (Method::Qronos, true, false, false),
+        (Method::Qronos, false, true, true),
+    ] {
+        let cfg = QuantConfig {
+            method,
+            bits: 4,
+            act_order: act,
+            desc_act: desc,
+            static_groups: stat,
+            group_size: GroupSize::Columns(8),
+            ..QuantConfig::default()
+        };
+        let r = run(&l, &cfg, true);
+        for row in 0..l.m {
+            for &j in &dead {
+                assert_eq!(r.q[row * l.d + j], 0.0, "{cfg:?}: dead column {j} not zero");
+            }
+        }
+        assert!(r.objective.unwrap().mismatched.is_finite());
+    }
+}

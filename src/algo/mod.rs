@@ -441,12 +441,13 @@ fn run_once<B: Backend>(
     };
     if !dynamic {
         if cfg.act_order && !cfg.desc_act && !rtn {
-            // parameters of the original contiguous groups, dead columns already zero
-            let mut wz = backend.permute(w0, None, None)?;
-            if !dead.is_empty() {
-                let mut scratch = backend.zeros(d, d)?;
-                backend.fix_dead(&mut scratch, &mut wz, &backend.upload_idx(&dead)?)?;
+            // parameters of the original contiguous groups: `w` (dead columns zeroed) put
+            // back in the original column order
+            let mut inverse = vec![0u32; d];
+            for (pos, &col) in perm.iter().enumerate() {
+                inverse[col] = pos as u32;
             }
+            let wz = backend.permute(&w, None, Some(&backend.upload_idx(&inverse)?))?;
             backend.group_params(grid, &wz, g, &mut scales, &mut zeros)?;
         } else {
             backend.group_params(grid, &w, g, &mut scales, &mut zeros)?;
