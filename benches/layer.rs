@@ -142,36 +142,21 @@ fn bench_backend<B: Backend>(c: &mut Criterion, b: &B, tag: &str, d: usize, s: &
         let (mut q, mut codes) = (b.zeros(m, d).unwrap(), b.zeros(m, d).unwrap());
         let ng = d.div_ceil(128);
         let (mut sc, mut ze) = (b.zeros(m, ng).unwrap(), b.zeros(m, ng).unwrap());
-        let mut err = b.zeros(m, 128).unwrap();
-        for c0 in (0..d).step_by(128) {
-            let c1 = (c0 + 128).min(d);
-            b.sweep(
-                &spec, &mut w, &u, &mut q, &mut codes, &mut sc, &mut ze, &mut err, &group_of, c0,
-                c1,
-            )
-            .unwrap();
-            if c1 < d {
-                let ru = Region {
-                    row0: c0,
-                    col0: c1,
-                    rows: c1 - c0,
-                    cols: d - c1,
-                };
-                b.gemm(
-                    &mut w,
-                    Region::cols(m, c1, d),
-                    -1.0,
-                    &err,
-                    Region::cols(m, 0, c1 - c0),
-                    false,
-                    &u,
-                    ru,
-                    false,
-                    1.0,
-                )
-                .unwrap();
-            }
-        }
+        qronos::algo::gptq_sweep(
+            b,
+            &spec,
+            &mut w,
+            &u,
+            &mut q,
+            &mut codes,
+            &mut sc,
+            &mut ze,
+            &group_of,
+            0,
+            128,
+            &mut NoProgress,
+        )
+        .unwrap();
         b.download(&q).unwrap()
     };
     group.throughput(Throughput::Elements(sweep_flop as u64));

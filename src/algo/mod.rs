@@ -11,6 +11,7 @@ mod sweep;
 
 pub use config::{GroupSize, Method, QuantConfig};
 pub use objective::Objectives;
+pub use sweep::gptq_sweep;
 
 use std::time::Instant;
 

@@ -10,7 +10,7 @@ use crate::Result;
 /// group start, so every group's parameters see all updates so far and the result does not
 /// depend on the block size.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gptq_sweep<B: Backend>(
+pub fn gptq_sweep<B: Backend>(
     b: &B,
     spec: &SweepSpec,
     w: &mut B::Mat,
