@@ -3,6 +3,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -37,13 +38,38 @@ fn main() -> ExitCode {
 }
 
 /// Progress on stderr at `info` level (`RUST_LOG=info`), at most a few lines per stage.
+/// Progress on stderr: a live status line when stderr is a terminal (stdout stays one JSON
+/// line for tools), and `info` log lines at 25 % steps (`RUST_LOG=info`).
 struct LogProgress {
     last: Option<(String, u64)>,
+    tty: bool,
+    start: Instant,
+}
+
+impl LogProgress {
+    fn new() -> Self {
+        LogProgress {
+            last: None,
+            tty: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Clears the status line before the result is printed.
+    fn done(&self) {
+        if self.tty && self.last.is_some() {
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 impl Progress for LogProgress {
     fn update(&mut self, stage: &str, done: u64, total: u64) -> bool {
         let pct = (done * 100).checked_div(total).unwrap_or(100);
+        if self.tty {
+            let t = self.start.elapsed().as_secs_f64();
+            eprint!("\r\x1b[2K[{t:6.1}s] {stage}: {done}/{total} ({pct}%)");
+        }
         let bucket = pct / 25;
         if self.last.as_ref() != Some(&(stage.to_string(), bucket)) {
             log::info!("{stage}: {done}/{total} ({pct}%)");
@@ -65,7 +91,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
     let case = Case::read(&file)?;
     let input = case.input();
     let t_read = t_start.elapsed().as_secs_f64();
-    let mut progress = LogProgress { last: None };
+    let mut progress = LogProgress::new();
     let t_init = Instant::now();
     let init;
     let (mut result, device, adapter) = match pick_device(args.device)? {
@@ -90,6 +116,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
             )
         }
     };
+    progress.done();
     result.timings.load += t_read;
     write_result(args, &cfg, &result)?;
     let total = t_start.elapsed().as_secs_f64();
