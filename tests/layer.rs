@@ -333,3 +333,42 @@ fn dead_input_columns_quantize_to_zero_in_every_mode() {
         assert!(r.objective.unwrap().mismatched.is_finite());
     }
 }
+
+#[test]
+fn qronos_without_upstream_quantization_is_gptq() {
+    // X̃ = X: Qronos's correction vanishes and its re-solve is GPTQ's first OBS update
+    // (computed here by a rank-1 shortcut), so with equal (zero) damping the two agree.
+    let l = llm_like(16, 48, 400, 13);
+    let base = QuantConfig {
+        bits: 3,
+        group_size: GroupSize::Columns(16),
+        ..QuantConfig::default()
+    };
+    let q = run(
+        &l,
+        &QuantConfig {
+            method: Method::Qronos,
+            qronos_alpha: 0.0,
+            ..base.clone()
+        },
+        false,
+    );
+    let g = run(
+        &l,
+        &QuantConfig {
+            method: Method::Gptq,
+            damp_percent: 0.0,
+            ..base
+        },
+        false,
+    );
+    let same = q.codes.iter().zip(&g.codes).filter(|(a, b)| a == b).count();
+    assert!(
+        same as f64 / q.codes.len() as f64 > 0.99,
+        "only {same} of {} codes agree",
+        q.codes.len()
+    );
+    let (oq, og) = (q.objective.unwrap(), g.objective.unwrap());
+    assert!((oq.standard - og.standard).abs() / og.standard < 1e-3);
+    eprintln!("identical codes: {same} of {}", q.codes.len());
+}

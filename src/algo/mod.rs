@@ -505,14 +505,13 @@ fn run_once<B: Backend>(
         let t1 = Instant::now();
         let mut start = 0;
         if cfg.method == Method::Qronos {
-            let gm = gp.unwrap_or(h);
             sweep::qronos_first_column(
                 backend,
                 &spec,
                 sweep::QronosInputs {
                     w: &mut w,
                     h,
-                    g: gm,
+                    g: gp,
                     u: &u,
                     lambda: &lambda,
                     damp_factor: factor,

@@ -68,8 +68,8 @@ pub(super) struct QronosInputs<'a, B: Backend> {
     pub w: &'a mut B::Mat,
     /// Undamped `H`.
     pub h: &'a B::Mat,
-    /// `G` (`H` when `X̃ = X`).
-    pub g: &'a B::Mat,
+    /// `G`, or `None` when `X̃ = X` (then `G = H`, and the step reduces to an OBS update).
+    pub g: Option<&'a B::Mat>,
     /// Upper factor of `(H + λI)⁻¹`.
     pub u: &'a B::Mat,
     /// `1 × 1` λ on the backend, and the retry multiplier applied to it.
@@ -95,6 +95,9 @@ pub(super) fn qronos_first_column<B: Backend>(
     zeros: &mut B::Mat,
     group_of: &B::Idx,
 ) -> Result<()> {
+    let Some(g) = x.g else {
+        return first_column_standard(b, spec, x, q, codes, scales, zeros, group_of);
+    };
     let (m, d) = b.shape(x.w);
     let rest = Region::cols(m, 1, d);
     let hrest = Region::cols(d, 1, d);
@@ -109,7 +112,7 @@ pub(super) fn qronos_first_column<B: Backend>(
             x.w,
             Region::all(m, d),
             false,
-            x.g,
+            g,
             hrest,
             false,
             0.0,
@@ -119,7 +122,7 @@ pub(super) fn qronos_first_column<B: Backend>(
     // v₀ = W₀[:,0] + W₀ · c / H[0,0],  c = G[:,0] − H[:,0]
     let col0 = Region::cols(d, 0, 1);
     let mut c = b.zeros(d, 1)?;
-    b.copy(&mut c, Region::all(d, 1), x.g, col0)?;
+    b.copy(&mut c, Region::all(d, 1), g, col0)?;
     b.axpy(&mut c, Region::all(d, 1), -1.0, x.h, col0, None)?;
     let mut v = b.zeros(m, 1)?;
     b.gemm(
@@ -182,5 +185,70 @@ pub(super) fn qronos_first_column<B: Backend>(
     let mut t = b.zeros(m, d - 1)?;
     b.trmm_right(&mut t, rall, 1.0, &r, rall, x.u, u1, true, 0.0)?;
     b.trmm_right(x.w, rest, 1.0, &t, rall, x.u, u1, false, 0.0)?;
+    Ok(())
+}
+
+/// Qronos's first step when `X̃ = X` (`G = H`): the correction is zero (`v₀ = W₀[:,0]`) and
+/// `W₀(H + λI)[:,1:]·A = W₀[:,1:] + W₀[:,0]·H[0,1:]·A` (because `(H + λI)[1:,1:]·A = I`), so
+/// the re-solve is the rank-1 update `W[:,1:] += (W₀[:,0] − q₀) · (H[0,1:]·A)`: `O(m·d + d²)`
+/// instead of three `m·d²` products.
+#[allow(clippy::too_many_arguments)]
+fn first_column_standard<B: Backend>(
+    b: &B,
+    spec: &SweepSpec,
+    x: QronosInputs<'_, B>,
+    q: &mut B::Mat,
+    codes: &mut B::Mat,
+    scales: &mut B::Mat,
+    zeros: &mut B::Mat,
+    group_of: &B::Idx,
+) -> Result<()> {
+    let (m, d) = b.shape(x.w);
+    let no_prop = SweepSpec {
+        propagate: false,
+        ..*spec
+    };
+    let mut err = b.zeros(1, 1)?;
+    b.sweep(
+        &no_prop, x.w, x.u, q, codes, scales, zeros, &mut err, group_of, 0, 1,
+    )?;
+    if d == 1 {
+        return Ok(());
+    }
+    // h = H[0, 1:] · U₁ᵀ · U₁   (1 × (d−1))
+    let row = Region::all(1, d - 1);
+    let u1 = Region {
+        row0: 1,
+        col0: 1,
+        rows: d - 1,
+        cols: d - 1,
+    };
+    let h0 = Region {
+        row0: 0,
+        col0: 1,
+        rows: 1,
+        cols: d - 1,
+    };
+    let mut t = b.zeros(1, d - 1)?;
+    b.trmm_right(&mut t, row, 1.0, x.h, h0, x.u, u1, true, 0.0)?;
+    let mut ha = b.zeros(1, d - 1)?;
+    b.trmm_right(&mut ha, row, 1.0, &t, row, x.u, u1, false, 0.0)?;
+    // e = W₀[:, 0] − q₀;  W[:, 1:] += e · h
+    let col = Region::all(m, 1);
+    let mut e = b.zeros(m, 1)?;
+    b.copy(&mut e, col, x.w, Region::cols(m, 0, 1))?;
+    b.axpy(&mut e, col, -1.0, q, Region::cols(m, 0, 1), None)?;
+    b.gemm(
+        x.w,
+        Region::cols(m, 1, d),
+        1.0,
+        &e,
+        col,
+        false,
+        &ha,
+        row,
+        false,
+        1.0,
+    )?;
     Ok(())
 }
