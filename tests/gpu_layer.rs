@@ -196,3 +196,37 @@ fn gpu_factorisation_failures_retry_then_fall_back() {
         );
     }
 }
+
+/// Qronos with `X̃ = X` takes its rank-1 shortcut on both backends.
+#[test]
+fn gpu_qronos_without_upstream_quantization_agrees_with_cpu() {
+    let Some(gpu) = gpu_common::backend() else {
+        return;
+    };
+    let l = qronos::synth::llm_like(24, 72, 300, 4);
+    let input = LayerInput {
+        w: &l.w,
+        m: l.m,
+        d: l.d,
+        calib: Calibration::Tokens {
+            x: &l.x,
+            xq: None,
+            n: l.n,
+        },
+    };
+    let cfg = QuantConfig {
+        method: Method::Qronos,
+        bits: 3,
+        group_size: GroupSize::Columns(32),
+        ..QuantConfig::default()
+    };
+    let g = quantize_layer(&gpu, &cfg, &input, &mut NoProgress).expect("gpu run");
+    let c = quantize_layer(&CpuBackend::new(), &cfg, &input, &mut NoProgress).expect("cpu run");
+    let same =
+        g.codes.iter().zip(&c.codes).filter(|(a, b)| a == b).count() as f64 / g.codes.len() as f64;
+    let (go, co) = (g.objective.unwrap(), c.objective.unwrap());
+    let rel = (go.mismatched - co.mismatched).abs() / co.mismatched;
+    eprintln!("qronos X̃ = X: same codes {same:.4}, objective rel {rel:.2e}");
+    assert!(same >= SWEEP_SAME, "only {same} of codes agree");
+    assert!(rel <= OBJ_REL_TOL, "objectives differ by {rel}");
+}
