@@ -287,31 +287,37 @@ fn gptq_matches_sequential_least_squares_on_the_damped_hessian() {
 
 #[test]
 fn qronos_equals_gptq_when_nothing_upstream_is_quantized_and_damping_matches() {
-    // X̃ = X ⇒ G = H: Qronos's correction is a no-op and its re-solve is the OBS update.
+    // X̃ = X ⇒ G = H: Qronos's correction is a no-op and its re-solve is the OBS update, so
+    // both methods (damping 0) must give the codes of the same iteration on H. They reach them
+    // by different float paths, so exact ties may resolve differently (see `TIE_BAND`).
     for seed in 0..4 {
         let p = problem(5, 12, 77 + seed, false);
+        let h: Vec<f64> = p.h.iter().map(|&v| v as f64).collect();
         let base = QuantConfig {
             bits: 3,
             group_size: GroupSize::Columns(4),
             objectives: false,
+            block_size: 5,
             ..QuantConfig::default()
         };
-        let q = efficient(
-            &p,
-            &QuantConfig {
-                method: Method::Qronos,
-                qronos_alpha: 0.0,
-                ..base.clone()
-            },
+        let qronos = QuantConfig {
+            method: Method::Qronos,
+            qronos_alpha: 0.0,
+            ..base.clone()
+        };
+        let gptq = QuantConfig {
+            method: Method::Gptq,
+            damp_percent: 0.0,
+            ..base
+        };
+        assert_eq!(compare(&p, &qronos, &h, &h), 0, "seed {seed}: Qronos");
+        assert_eq!(compare(&p, &gptq, &h, &h), 0, "seed {seed}: GPTQ");
+        let (a, b) = (efficient(&p, &qronos), efficient(&p, &gptq));
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+        assert!(
+            same + 2 >= a.len(),
+            "seed {seed}: {same} of {} codes agree",
+            a.len()
         );
-        let g = efficient(
-            &p,
-            &QuantConfig {
-                method: Method::Gptq,
-                damp_percent: 0.0,
-                ..base
-            },
-        );
-        assert_eq!(q, g, "seed {seed}");
     }
 }

@@ -504,8 +504,9 @@ fn run_once<B: Backend>(
         t.factor = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut start = 0;
+        let mut y = None;
         if cfg.method == Method::Qronos {
-            sweep::qronos_first_column(
+            y = sweep::qronos_first_column(
                 backend,
                 &spec,
                 sweep::QronosInputs {
@@ -529,20 +530,36 @@ fn run_once<B: Backend>(
             )?;
             start = 1;
         }
-        sweep::gptq_sweep(
-            backend,
-            &spec,
-            &mut w,
-            &u,
-            &mut q,
-            &mut codes,
-            &mut scales,
-            &mut zeros,
-            &group_of,
-            start,
-            cfg.block_size,
-            progress,
-        )?;
+        match y.as_mut() {
+            Some(y) => sweep::qronos_sweep(
+                backend,
+                &spec,
+                &mut w,
+                &u,
+                y,
+                &mut q,
+                &mut codes,
+                &mut scales,
+                &mut zeros,
+                &group_of,
+                cfg.block_size,
+                progress,
+            )?,
+            None => sweep::gptq_sweep(
+                backend,
+                &spec,
+                &mut w,
+                &u,
+                &mut q,
+                &mut codes,
+                &mut scales,
+                &mut zeros,
+                &group_of,
+                start,
+                cfg.block_size,
+                progress,
+            )?,
+        }
         backend.finish()?; // stage timings measure completed work, not submission
         t.sweep = t1.elapsed().as_secs_f64();
         (Some(lambda), Some(status))

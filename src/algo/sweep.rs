@@ -84,6 +84,10 @@ pub(super) struct QronosInputs<'a, B: Backend> {
 /// - `v₀ = W₀[:,0] + W₀ · (G[:,0] − H[:,0]) / H[0,0]`   (= `(W₀G[:,0] − Σ_{j≥1} W₀[:,j]H[j,0]) / H[0,0]`)
 /// - `q₀ = quant(v₀)` (the first group's parameters from `[v₀ | W₀[:,1:g]]`)
 /// - `W[:,1:] = (W₀ · (G + λI)[:,1:] − q₀ · H[0,1:]) · A`, `A = U₁ᵀU₁`, `U₁ = U[1:,1:]`.
+///
+/// Returns `Some(Y)`, `Y = (W₀ · (G + λI)[:,1:] − q₀ · H[0,1:]) · U₁ᵀ`, for [`qronos_sweep`]
+/// to finish (`W[:,1:] = Y · U₁`); `None` when `W` already holds the re-solved columns (the
+/// `X̃ = X` shortcut) and the plain GPTQ sweep from column 1 follows.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn qronos_first_column<B: Backend>(
     b: &B,
@@ -94,9 +98,10 @@ pub(super) fn qronos_first_column<B: Backend>(
     scales: &mut B::Mat,
     zeros: &mut B::Mat,
     group_of: &B::Idx,
-) -> Result<()> {
+) -> Result<Option<B::Mat>> {
     let Some(g) = x.g else {
-        return first_column_standard(b, spec, x, q, codes, scales, zeros, group_of);
+        first_column_standard(b, spec, x, q, codes, scales, zeros, group_of)?;
+        return Ok(None);
     };
     let (m, d) = b.shape(x.w);
     let rest = Region::cols(m, 1, d);
@@ -155,7 +160,7 @@ pub(super) fn qronos_first_column<B: Backend>(
         &no_prop, x.w, x.u, q, codes, scales, zeros, &mut err, group_of, 0, 1,
     )?;
     if d == 1 {
-        return Ok(());
+        return Ok(None);
     }
     // R −= q₀ · H[0, 1:]
     b.gemm(
@@ -175,16 +180,88 @@ pub(super) fn qronos_first_column<B: Backend>(
         false,
         1.0,
     )?;
-    // W[:, 1:] = (R · U₁ᵀ) · U₁
+    // Y = R · U₁ᵀ; the re-solved columns are W[:, 1:] = Y · U₁, formed block by block by
+    // `qronos_sweep` rather than here (one m·d² product fewer)
     let u1 = Region {
         row0: 1,
         col0: 1,
         rows: d - 1,
         cols: d - 1,
     };
-    let mut t = b.zeros(m, d - 1)?;
-    b.trmm_right(&mut t, rall, 1.0, &r, rall, x.u, u1, true, 0.0)?;
-    b.trmm_right(x.w, rest, 1.0, &t, rall, x.u, u1, false, 0.0)?;
+    let mut y = b.zeros(m, d - 1)?;
+    b.trmm_right(&mut y, rall, 1.0, &r, rall, x.u, u1, true, 0.0)?;
+    Ok(Some(y))
+}
+
+/// The sweep over columns `1..d` after Qronos's mismatched first step, given `Y = R·U₁ᵀ`
+/// (`m × (d−1)`, column `k − 1` for column `k`). GPTQ's sweep subtracts `e_k · U[k, l]` from
+/// every later column `l`; in terms of `Y` that is `Ỹ[:, k] = Y[:, k] − e_k`, and the current
+/// columns are always `W[:, l] = Σ_{1≤k≤l} Ỹ[:, k] U[k, l]`. So each block is materialised by one
+/// GEMM from `Ỹ` just before it is swept (plus, at a dynamic group start, the rest of that
+/// group, whose parameters need current values), and its errors are folded back into `Ỹ`.
+/// This replaces forming `Y·U₁` up front and the trailing updates by block GEMMs of the same
+/// total size: one `m·d²` product fewer than re-solve + GPTQ sweep.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn qronos_sweep<B: Backend>(
+    b: &B,
+    spec: &SweepSpec,
+    w: &mut B::Mat,
+    u: &B::Mat,
+    y: &mut B::Mat,
+    q: &mut B::Mat,
+    codes: &mut B::Mat,
+    scales: &mut B::Mat,
+    zeros: &mut B::Mat,
+    group_of: &B::Idx,
+    block: usize,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let (m, d) = b.shape(w);
+    let g = spec.group_size;
+    let mut err = b.zeros(m, block.min(d.max(1)))?;
+    let mut c0 = 1;
+    while c0 < d {
+        let mut c1 = (c0 + block).min(d);
+        if spec.dynamic {
+            c1 = c1.min((c0 / g + 1) * g);
+        }
+        let end = if spec.dynamic && c0 % g == 0 {
+            (c0 + g).min(d).max(c1)
+        } else {
+            c1
+        };
+        // W[:, c0..end] = Ỹ[:, 1..end] · U[1..end, c0..end]  (U is upper triangular)
+        b.gemm(
+            w,
+            Region::cols(m, c0, end),
+            1.0,
+            y,
+            Region::cols(m, 0, end - 1),
+            false,
+            u,
+            Region {
+                row0: 1,
+                col0: c0,
+                rows: end - 1,
+                cols: end - c0,
+            },
+            false,
+            0.0,
+        )?;
+        b.sweep(
+            spec, w, u, q, codes, scales, zeros, &mut err, group_of, c0, c1,
+        )?;
+        b.axpy(
+            y,
+            Region::cols(m, c0 - 1, c1 - 1),
+            -1.0,
+            &err,
+            Region::cols(m, 0, c1 - c0),
+            None,
+        )?;
+        tick(progress, "sweep", c1 as u64, d as u64)?;
+        c0 = c1;
+    }
     Ok(())
 }
 
