@@ -25,14 +25,10 @@ pub fn gptq_sweep<B: Backend>(
     progress: &mut dyn Progress,
 ) -> Result<()> {
     let (m, d) = b.shape(w);
-    let g = spec.group_size;
     let mut err = b.zeros(m, block.min(d.max(1)))?;
     let mut c0 = start;
     while c0 < d {
-        let mut c1 = (c0 + block).min(d);
-        if spec.dynamic {
-            c1 = c1.min((c0 / g + 1) * g);
-        }
+        let c1 = block_end(spec, c0, block, d);
         b.sweep(
             spec, w, u, q, codes, scales, zeros, &mut err, group_of, c0, c1,
         )?;
@@ -59,6 +55,18 @@ pub fn gptq_sweep<B: Backend>(
         c0 = c1;
     }
     Ok(())
+}
+
+/// End of the lazy batch starting at column `c0`: `block` columns, cut at the next group
+/// start when groups are dynamic (so a group's parameters see every update before it).
+fn block_end(spec: &SweepSpec, c0: usize, block: usize, d: usize) -> usize {
+    let c1 = (c0 + block).min(d);
+    if spec.dynamic {
+        let g = spec.group_size;
+        c1.min((c0 / g + 1) * g)
+    } else {
+        c1
+    }
 }
 
 /// What Qronos's first step reads (all in sweep order).
@@ -221,10 +229,7 @@ pub(super) fn qronos_sweep<B: Backend>(
     let mut err = b.zeros(m, block.min(d.max(1)))?;
     let mut c0 = 1;
     while c0 < d {
-        let mut c1 = (c0 + block).min(d);
-        if spec.dynamic {
-            c1 = c1.min((c0 / g + 1) * g);
-        }
+        let c1 = block_end(spec, c0, block, d);
         let end = if spec.dynamic && c0 % g == 0 {
             (c0 + g).min(d).max(c1)
         } else {
