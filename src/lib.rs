@@ -46,8 +46,11 @@
 //! - [`io`]: memory-mapped safetensors reading with validation, atomic writes, the case file.
 //! - [`synth`]: deterministic synthetic LLM-like layers for demos, tests and benches.
 //! - [`error`]: the library's one error type.
+//! - [`alloc`]: an opt-in global allocator that asks for transparent huge pages (the binary
+//!   uses it; large GEMMs and 64 MiB matrices run markedly faster with them).
 
 pub mod algo;
+pub mod alloc;
 pub mod backend;
 pub mod error;
 pub mod grid;

@@ -20,6 +20,10 @@ use qronos::{quantize_layer, LayerResult, Progress, QuantConfig};
 
 use cli::{Cli, Command, DeviceArg, LayerArgs, SynthArgs};
 
+/// Transparent huge pages for the big matrices (see `qronos::alloc`).
+#[global_allocator]
+static ALLOC: qronos::alloc::HugePages = qronos::alloc::HugePages;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -118,7 +122,9 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
     };
     progress.done();
     result.timings.load += t_read;
+    let t_write = Instant::now();
     write_result(args, &cfg, &result)?;
+    let write = t_write.elapsed().as_secs_f64();
     let total = t_start.elapsed().as_secs_f64();
     let t = &result.timings;
     let line = json!({
@@ -139,6 +145,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
         "ngroups": result.ngroups,
         "seconds": {
             "init": init, "load": t.load, "gram": t.gram, "factor": t.factor, "sweep": t.sweep,
+            "readback": t.readback, "write": write,
             "objectives": if cfg.objectives { json!(t.objectives) } else { json!(null) },
             "total": total,
         },

@@ -54,6 +54,8 @@ pub struct Timings {
     pub gram: f64,
     pub factor: f64,
     pub sweep: f64,
+    /// The one download of the result and the transposes back to row-major.
+    pub readback: f64,
     pub objectives: f64,
     pub total: f64,
 }
@@ -566,6 +568,7 @@ fn run_once<B: Backend>(
     };
 
     // ----- the readback -----
+    let t0 = Instant::now();
     let qv = backend.download(&q)?;
     let cv = backend.download(&codes)?;
     let sv = backend.download(&scales)?;
@@ -586,6 +589,8 @@ fn run_once<B: Backend>(
         .map(|c| c as i32)
         .collect();
     let row_major = |v: &[f32]| col_to_row_major(v, m, ngroups, None);
+    let (scales, zeros) = (row_major(&sv), row_major(&zv));
+    t.readback = t0.elapsed().as_secs_f64();
     Ok(Attempt {
         result: LayerResult {
             m,
@@ -593,8 +598,8 @@ fn run_once<B: Backend>(
             ngroups,
             q: qo,
             codes: co,
-            scales: row_major(&sv),
-            zeros: row_major(&zv),
+            scales,
+            zeros,
             g_idx,
             damping: lambda,
             retries: 0,
