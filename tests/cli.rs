@@ -19,12 +19,12 @@ fn tmpdir(name: &str) -> PathBuf {
     dir
 }
 
-fn f32s(name: &str, shape: Vec<usize>, v: &[f32]) -> OutTensor {
-    OutTensor::f32(name, shape, v)
+fn f32s(name: &str, shape: Vec<usize>, v: &[f32]) -> OutTensor<'static> {
+    OutTensor::f32(name, shape, v).into_owned()
 }
 
 /// A valid small case: W [8, 12], X / Xq [40, 12].
-fn good_tensors() -> Vec<OutTensor> {
+fn good_tensors() -> Vec<OutTensor<'static>> {
     let l = llm_like(8, 12, 40, 1);
     vec![
         f32s("W", vec![8, 12], &l.w),
@@ -33,7 +33,7 @@ fn good_tensors() -> Vec<OutTensor> {
     ]
 }
 
-fn write_case(dir: &Path, name: &str, t: Vec<OutTensor>) -> PathBuf {
+fn write_case(dir: &Path, name: &str, t: Vec<OutTensor<'_>>) -> PathBuf {
     let p = dir.join(name);
     write_atomic(&p, t, None).unwrap();
     p

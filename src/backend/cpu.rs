@@ -62,8 +62,9 @@ impl CpuBackend {
     ) {
         let bt;
         let b = if tb {
-            bt = transposed(b);
-            bt.as_ref()
+            let lower = b_structure == BlockStructure::TriangularLower;
+            bt = transposed(b, lower, par_threads(self.par));
+            MatRef::from_column_major_slice(&bt, b.ncols(), b.nrows())
         } else {
             b
         };
@@ -88,21 +89,43 @@ impl CpuBackend {
     }
 }
 
-/// `bᵀ` as a new column-major matrix, copied in 8 × 8 tiles (faer's copy of a transposed view
-/// is about 2× slower at 4096², its writes striding by a power of two).
-fn transposed(b: MatRef<'_, f32>) -> Mat<f32> {
+/// `bᵀ` as column-major `b.ncols() × b.nrows()` storage, copied in 8 × 8 tiles (faer's copy of
+/// a transposed view is about 2× slower at 4096², its writes striding by a power of two),
+/// output columns split over `threads`. With `lower`, only the lower triangle of `bᵀ` is
+/// copied (the rest stays zero): all a triangular product reads.
+fn transposed(b: MatRef<'_, f32>, lower: bool, threads: usize) -> Vec<f32> {
     const TILE: usize = 8;
     let (r, c) = (b.nrows(), b.ncols());
-    let mut out = Mat::<f32>::zeros(c, r);
-    for j0 in (0..c).step_by(TILE) {
-        for i0 in (0..r).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(c) {
-                for i in i0..(i0 + TILE).min(r) {
-                    out[(j, i)] = b[(i, j)];
-                }
-            }
-        }
+    let mut out = vec![0f32; r * c];
+    if r == 0 || c == 0 {
+        return out;
     }
+    // output column i = row i of b; a thread takes a range of them
+    let per = r.div_ceil(threads.max(1)).next_multiple_of(TILE);
+    std::thread::scope(|s| {
+        for (t, part) in out.chunks_mut(per * c).enumerate() {
+            s.spawn(move || {
+                let i_base = t * per;
+                let ni = part.len() / c;
+                for i0 in (0..ni).step_by(TILE) {
+                    let i1 = (i0 + TILE).min(ni);
+                    // bᵀ[j, i] is in the lower triangle iff j ≥ i
+                    let j_start = if lower { i_base + i0 } else { 0 };
+                    for j0 in (j_start / TILE * TILE..c).step_by(TILE) {
+                        for i in i0..i1 {
+                            let col = &mut part[i * c..(i + 1) * c];
+                            let lo = if lower { j0.max(i_base + i) } else { j0 };
+                            for (j, v) in
+                                col.iter_mut().enumerate().take((j0 + TILE).min(c)).skip(lo)
+                            {
+                                *v = b[(i_base + i, j)];
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
     out
 }
 
@@ -740,24 +763,50 @@ struct RowsOut {
     params: Vec<(usize, Vec<f32>, Vec<f32>)>,
 }
 
+/// Rows quantized together in one pass over a block's columns: the pass's slices of the block
+/// (64 rows × 128 columns × 4 arrays) stay in L1/L2 while its rank-1 updates run.
+const ROWS_PER_PASS: usize = 64;
+
 impl SweepCtx<'_> {
-    /// The sweep of `Backend::sweep` for rows `[r0, r1)`.
+    /// The sweep of `Backend::sweep` for rows `[r0, r1)`. Rows are independent, so they are
+    /// processed in passes of [`ROWS_PER_PASS`] rows (any split gives the same result).
     fn rows(&self, r0: usize, r1: usize) -> RowsOut {
         let (spec, c0, c1) = (self.spec, self.c0, self.c1);
-        let d = self.w.ncols();
         let nr = r1 - r0;
         let nb = c1 - c0;
         let g = spec.group_size;
-        let grid = spec.grid;
-        let mut wb = Vec::with_capacity(nr * nb);
+        let mut out = RowsOut {
+            r0,
+            r1,
+            w: Vec::with_capacity(nr * nb),
+            q: vec![0f32; nr * nb],
+            codes: vec![0f32; nr * nb],
+            err: vec![0f32; if spec.propagate { nr * nb } else { 0 }],
+            // the dynamic groups that start inside the block
+            params: (c0..c1)
+                .filter(|j| spec.dynamic && j % g == 0)
+                .map(|j| (j / g, vec![0f32; nr], vec![0f32; nr]))
+                .collect(),
+        };
         for j in c0..c1 {
-            wb.extend_from_slice(&self.w.col_as_slice(j)[r0..r1]);
+            out.w.extend_from_slice(&self.w.col_as_slice(j)[r0..r1]);
         }
-        let mut qb = vec![0f32; nr * nb];
-        let mut cb = vec![0f32; nr * nb];
-        let mut eb = vec![0f32; if spec.propagate { nr * nb } else { 0 }];
-        let mut params: Vec<(usize, Vec<f32>, Vec<f32>)> = Vec::new();
-        let (mut sc, mut ze) = (vec![0f32; nr], vec![0f32; nr]);
+        for a in (0..nr).step_by(ROWS_PER_PASS) {
+            self.pass(&mut out, a, (a + ROWS_PER_PASS).min(nr));
+        }
+        out
+    }
+
+    /// Rows `[r0 + a, r0 + b)`: every column of the block in turn — group parameters at a
+    /// dynamic group start, quantize, error, rank-1 update of the block's later columns.
+    fn pass(&self, out: &mut RowsOut, a: usize, b: usize) {
+        let (spec, c0, c1) = (self.spec, self.c0, self.c1);
+        let d = self.w.ncols();
+        let (nr, n, r0) = (out.r1 - out.r0, b - a, out.r0);
+        let g = spec.group_size;
+        let grid = spec.grid;
+        let (mut sc, mut ze) = ([0f32; ROWS_PER_PASS], [0f32; ROWS_PER_PASS]);
+        let (sc, ze) = (&mut sc[..n], &mut ze[..n]);
         let mut cur_grp = usize::MAX;
         for (k, j) in (c0..c1).enumerate() {
             let grp = if spec.dynamic {
@@ -767,71 +816,73 @@ impl SweepCtx<'_> {
             };
             if spec.dynamic && j % g == 0 {
                 // current values: the block's columns from the private copy, later ones from w
-                let (mut lo, mut hi) = (vec![f32::INFINITY; nr], vec![f32::NEG_INFINITY; nr]);
+                let (mut lo, mut hi) = (
+                    [f32::INFINITY; ROWS_PER_PASS],
+                    [f32::NEG_INFINITY; ROWS_PER_PASS],
+                );
                 for jj in j..(j + g).min(d) {
                     let col: &[f32] = if jj < c1 {
-                        &wb[(jj - c0) * nr..(jj - c0 + 1) * nr]
+                        &out.w[(jj - c0) * nr + a..(jj - c0) * nr + b]
                     } else {
-                        &self.w.col_as_slice(jj)[r0..r1]
+                        &self.w.col_as_slice(jj)[r0 + a..r0 + b]
                     };
-                    for (r, &v) in col.iter().enumerate() {
-                        lo[r] = lo[r].min(v);
-                        hi[r] = hi[r].max(v);
+                    for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(col) {
+                        *l = l.min(v);
+                        *h = h.max(v);
                     }
                 }
-                for r in 0..nr {
+                let entry = out.params.iter_mut().find(|p| p.0 == grp).expect("group");
+                for r in 0..n {
                     let p = grid.params_from_range(lo[r], hi[r]);
                     sc[r] = p.scale;
                     ze[r] = p.zero;
                 }
-                params.push((grp, sc.clone(), ze.clone()));
+                entry.1[a..b].copy_from_slice(sc);
+                entry.2[a..b].copy_from_slice(ze);
                 cur_grp = grp;
             } else if grp != cur_grp {
-                match params.iter().find(|p| p.0 == grp) {
+                match out.params.iter().find(|p| p.0 == grp) {
                     Some(p) => {
-                        sc.copy_from_slice(&p.1);
-                        ze.copy_from_slice(&p.2);
+                        sc.copy_from_slice(&p.1[a..b]);
+                        ze.copy_from_slice(&p.2[a..b]);
                     }
                     None => {
-                        sc.copy_from_slice(&self.scales.col_as_slice(grp)[r0..r1]);
-                        ze.copy_from_slice(&self.zeros.col_as_slice(grp)[r0..r1]);
+                        sc.copy_from_slice(&self.scales.col_as_slice(grp)[r0 + a..r0 + b]);
+                        ze.copy_from_slice(&self.zeros.col_as_slice(grp)[r0 + a..r0 + b]);
                     }
                 }
                 cur_grp = grp;
             }
-            let ujj = if spec.propagate { self.u[(j, j)] } else { 1.0 };
-            let (head, tail) = wb.split_at_mut((k + 1) * nr);
-            let col = &head[k * nr..];
-            for r in 0..nr {
-                let p = GroupParams {
-                    scale: sc[r],
-                    zero: ze[r],
-                };
-                let (c, qv) = grid.quantize(col[r], p);
-                cb[k * nr + r] = c;
-                qb[k * nr + r] = qv;
-                if spec.propagate {
-                    eb[k * nr + r] = (col[r] - qv) / ujj;
+            let span = k * nr + a..k * nr + b;
+            let col = &out.w[span.clone()];
+            let codes = &mut out.codes[span.clone()];
+            let qs = &mut out.q[span.clone()];
+            for r in 0..n {
+                let (c, qv) = grid.quantize(
+                    col[r],
+                    GroupParams {
+                        scale: sc[r],
+                        zero: ze[r],
+                    },
+                );
+                codes[r] = c;
+                qs[r] = qv;
+            }
+            if !spec.propagate {
+                continue;
+            }
+            let ujj = self.u[(j, j)];
+            let e = &mut out.err[span];
+            for ((ev, &wv), &qv) in e.iter_mut().zip(col).zip(qs.iter()) {
+                *ev = (wv - qv) / ujj;
+            }
+            let e = &out.err[k * nr + a..k * nr + b];
+            for (kk, later) in out.w[(k + 1) * nr..].chunks_exact_mut(nr).enumerate() {
+                let ujk = self.u[(j, j + 1 + kk)];
+                for (wv, ev) in later[a..b].iter_mut().zip(e) {
+                    *wv -= ev * ujk;
                 }
             }
-            if spec.propagate {
-                let e = &eb[k * nr..(k + 1) * nr];
-                for (kk, later) in tail.chunks_exact_mut(nr).enumerate() {
-                    let ujk = self.u[(j, j + 1 + kk)];
-                    for (wv, ev) in later.iter_mut().zip(e) {
-                        *wv -= ev * ujk;
-                    }
-                }
-            }
-        }
-        RowsOut {
-            r0,
-            r1,
-            w: wb,
-            q: qb,
-            codes: cb,
-            err: eb,
-            params,
         }
     }
 }

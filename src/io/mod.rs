@@ -3,7 +3,7 @@
 //! failed run never leaves a partial or overwritten output.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,30 +128,46 @@ impl SafetensorsFile {
     }
 }
 
-/// One tensor to write: name, dtype, shape, little-endian bytes.
-pub struct OutTensor {
+/// One tensor to write: name, dtype, shape, little-endian bytes (borrowed from the caller's
+/// data on little-endian machines, so writing copies nothing).
+pub struct OutTensor<'a> {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
-    pub bytes: Vec<u8>,
+    pub bytes: Cow<'a, [u8]>,
 }
 
-impl OutTensor {
-    pub fn f32(name: &str, shape: Vec<usize>, data: &[f32]) -> Self {
+impl<'a> OutTensor<'a> {
+    pub fn f32(name: &str, shape: Vec<usize>, data: &'a [f32]) -> Self {
         OutTensor {
             name: name.into(),
             dtype: Dtype::F32,
             shape,
-            bytes: bytemuck::cast_slice(data).to_vec(),
+            bytes: le_bytes(data, |v| v.to_le_bytes()),
         }
     }
-    pub fn i32(name: &str, shape: Vec<usize>, data: &[i32]) -> Self {
+    pub fn i32(name: &str, shape: Vec<usize>, data: &'a [i32]) -> Self {
         OutTensor {
             name: name.into(),
             dtype: Dtype::I32,
             shape,
-            bytes: bytemuck::cast_slice(data).to_vec(),
+            bytes: le_bytes(data, |v| v.to_le_bytes()),
         }
+    }
+    /// The same tensor owning its bytes.
+    pub fn into_owned(self) -> OutTensor<'static> {
+        OutTensor {
+            bytes: Cow::Owned(self.bytes.into_owned()),
+            ..self
+        }
+    }
+}
+
+fn le_bytes<T: bytemuck::Pod>(data: &[T], le: impl Fn(&T) -> [u8; 4]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(data))
+    } else {
+        Cow::Owned(data.iter().flat_map(le).collect())
     }
 }
 
@@ -163,32 +179,54 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Serialize to `path.tmp-<pid>` in the same directory, fsync, then rename over `path`.
+/// Writes a safetensors file to `.<name>.tmp-<pid>` in the same directory (streamed, no
+/// in-memory copy), fsyncs it, then renames it over `path`; on any failure the temporary file
+/// is removed and `path` is untouched. The header is written here rather than by
+/// `safetensors::serialize`, whose metadata `HashMap` comes out in a random order: keys are
+/// sorted, tensors laid out in the order given, so the same tensors give the same bytes.
 pub fn write_atomic(
     path: &Path,
-    tensors: Vec<OutTensor>,
-    metadata: Option<HashMap<String, String>>,
+    tensors: Vec<OutTensor<'_>>,
+    metadata: Option<BTreeMap<String, String>>,
 ) -> Result<()> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|t| {
-            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::Tensor {
-                    path: path.to_path_buf(),
-                    tensor: t.name.clone(),
-                    reason: e.to_string(),
-                })
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::Format {
+    let tensor_err = |t: &OutTensor<'_>, reason: String| Error::Tensor {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        tensor: t.name.clone(),
+        reason,
+    };
+    let mut header = serde_json::Map::new();
+    if let Some(meta) = metadata {
+        header.insert("__metadata__".into(), serde_json::json!(meta));
+    }
+    let mut offset = 0usize;
+    for t in &tensors {
+        let len = t.shape.iter().product::<usize>() * t.dtype.bitsize() / 8;
+        if len != t.bytes.len() {
+            return Err(tensor_err(
+                t,
+                format!(
+                    "{} bytes for shape {:?} {:?}",
+                    t.bytes.len(),
+                    t.shape,
+                    t.dtype
+                ),
+            ));
+        }
+        let entry = serde_json::json!({
+            "dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + len],
+        });
+        if t.name == "__metadata__" || header.insert(t.name.clone(), entry).is_some() {
+            return Err(tensor_err(t, "duplicate tensor name".into()));
+        }
+        offset += len;
+    }
+    let mut head = serde_json::to_vec(&header).expect("JSON of strings and numbers");
+    // the data starts 8-byte aligned (the header is padded with spaces, as the format allows)
+    head.resize(head.len().next_multiple_of(8), b' ');
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::config("--out", format!("{}: not a file path", path.display())))?;
@@ -198,8 +236,13 @@ pub fn write_atomic(
         std::process::id()
     ));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        f.write_all(&(head.len() as u64).to_le_bytes())?;
+        f.write_all(&head)?;
+        for t in &tensors {
+            f.write_all(&t.bytes)?;
+        }
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -207,4 +250,55 @@ pub fn write_atomic(
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(a: &'a [f32], c: &'a [i32]) -> Vec<OutTensor<'a>> {
+        vec![
+            OutTensor::f32("Q", vec![2, 3], a),
+            OutTensor::i32("codes", vec![3, 2], c),
+        ]
+    }
+
+    #[test]
+    fn writes_are_byte_identical_and_readable() {
+        let dir = std::env::temp_dir().join(format!("qronos-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, c) = (
+            [1.5f32, -2.0, 0.0, 3.25, 7.0, -0.5],
+            [0i32, 1, 2, 3, 14, 15],
+        );
+        let meta: BTreeMap<String, String> =
+            (0..20).map(|i| (format!("k{i}"), i.to_string())).collect();
+        let paths = [dir.join("a.safetensors"), dir.join("b.safetensors")];
+        for p in &paths {
+            write_atomic(p, sample(&a, &c), Some(meta.clone())).unwrap();
+        }
+        let bytes = std::fs::read(&paths[0]).unwrap();
+        assert_eq!(bytes, std::fs::read(&paths[1]).unwrap());
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + header_len) % 8, 0, "data must start 8-byte aligned");
+        let (_, info) = SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(info.metadata().as_ref().unwrap()["k7"], "7");
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let q = st.tensor("Q").unwrap();
+        assert_eq!((q.dtype(), q.shape()), (Dtype::F32, &[2usize, 3][..]));
+        assert_eq!(q.data(), bytemuck::cast_slice::<f32, u8>(&a));
+        assert_eq!(
+            st.tensor("codes").unwrap().data(),
+            bytemuck::cast_slice::<i32, u8>(&c)
+        );
+
+        // a tensor whose bytes do not match its shape: an error naming it, nothing written
+        let bad = dir.join("bad.safetensors");
+        let mut t = sample(&a, &c);
+        t[1].shape = vec![4, 2];
+        let err = write_atomic(&bad, t, None).unwrap_err().to_string();
+        assert!(err.contains("codes"), "{err}");
+        assert!(!bad.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
