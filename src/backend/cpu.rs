@@ -199,6 +199,27 @@ impl TokensMajor {
     fn as_ref(&self) -> MatRef<'_, f32> {
         MatRef::from_column_major_slice_with_stride(&self.data, self.tokens, self.d, self.ld)
     }
+
+    /// `self − other`, elementwise (the same layout), halves in parallel.
+    fn minus(&self, other: &TokensMajor, threads: usize) -> TokensMajor {
+        assert_eq!(self.data.len(), other.data.len(), "minus: layouts");
+        let mut data = vec![0f32; self.data.len()];
+        let per = data.len().div_ceil(threads.max(1)).max(1);
+        std::thread::scope(|s| {
+            for ((out, a), b) in data
+                .chunks_mut(per)
+                .zip(self.data.chunks(per))
+                .zip(other.data.chunks(per))
+            {
+                s.spawn(move || {
+                    for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                        *o = x - y;
+                    }
+                });
+            }
+        });
+        TokensMajor { data, ..*self }
+    }
 }
 
 /// `acc ← keep·acc + alpha·aᵀ·b` on the lower triangle (`b = None`: `aᵀa`) or in full;
@@ -258,12 +279,40 @@ fn scale_for_beta(c: &mut MatMut<'_, f32>, beta: f32) -> Accum {
     Accum::Add
 }
 
+/// Copies the lower triangle onto the upper one, in 64 × 64 tiles (a plain loop writes along
+/// rows of a column-major matrix, a cache miss per element at d = 4096).
 fn mirror_lower(a: &mut Mat<f32>) {
+    const TILE: usize = 64;
     let d = a.nrows();
-    for j in 0..d {
-        for i in j + 1..d {
-            a[(j, i)] = a[(i, j)];
+    for j0 in (0..d).step_by(TILE) {
+        for i0 in (j0..d).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(d) {
+                for i in i0.max(j + 1)..(i0 + TILE).min(d) {
+                    a[(j, i)] = a[(i, j)];
+                }
+            }
         }
+    }
+}
+
+impl CpuBackend {
+    /// `U` (and the status) for `a + shift·I`, in the configured precision.
+    fn inverse_factor(&self, a: &Mat<f32>, shift: f32) -> Result<(Mat<f32>, Mat<f32>)> {
+        let d = a.nrows();
+        assert_eq!(d, a.ncols(), "inverse_cholesky: square");
+        let fail = |col: usize| Mat::from_fn(1, 1, |_, _| (col + 1) as f32);
+        let u = match self.factor {
+            FactorPrecision::F32 => reversed_inverse_factor::<f32>(a, shift, self.par),
+            FactorPrecision::F64 => reversed_inverse_factor::<f64>(a, shift, self.par),
+        };
+        let u = match u {
+            Ok(u) => u,
+            Err(col) => return Ok((Mat::zeros(d, d), fail(col))),
+        };
+        if let Some(bad) = (0..d).find(|&i| !(u[(i, i)].is_finite() && u[(i, i)] > 0.0)) {
+            return Ok((u, fail(bad)));
+        }
+        Ok((u, Mat::zeros(1, 1)))
     }
 }
 
@@ -342,20 +391,17 @@ impl Backend for CpuBackend {
         // kernels run at half speed when the right operand is a transposed view, so the chunk
         // is copied once to column-major tokens × d and the products take the `XᵀY` form.
         let threads = par_threads(self.par);
-        let x_rows = x;
         let x = TokensMajor::new(x, tokens, d, threads);
         match xq {
             None => accumulate_outer(&mut acc.h, x.as_ref(), None, keep, alpha, self.par),
             Some(xq) => {
                 assert_eq!(xq.len(), tokens * d, "gram_update: xq length");
-                let xq_rows = xq;
                 let xq = TokensMajor::new(xq, tokens, d, threads);
                 accumulate_outer(&mut acc.h, xq.as_ref(), None, keep, alpha, self.par);
                 let g = acc.g.as_mut().unwrap();
                 accumulate_outer(g, x.as_ref(), Some(xq.as_ref()), keep, alpha, self.par);
                 if let Some(dm) = acc.d.as_mut() {
-                    let delta: Vec<f32> = x_rows.iter().zip(xq_rows).map(|(a, b)| a - b).collect();
-                    let delta = TokensMajor::new(&delta, tokens, d, threads);
+                    let delta = x.minus(&xq, threads);
                     accumulate_outer(dm, delta.as_ref(), None, keep, alpha, self.par);
                 }
             }
@@ -516,21 +562,16 @@ impl Backend for CpuBackend {
     }
 
     fn inverse_cholesky(&self, a: &Mat<f32>) -> Result<(Mat<f32>, Mat<f32>)> {
-        let d = a.nrows();
-        assert_eq!(d, a.ncols(), "inverse_cholesky: square");
-        let fail = |col: usize| Mat::from_fn(1, 1, |_, _| (col + 1) as f32);
-        let u = match self.factor {
-            FactorPrecision::F32 => reversed_inverse_factor::<f32>(a, self.par),
-            FactorPrecision::F64 => reversed_inverse_factor::<f64>(a, self.par),
-        };
-        let u = match u {
-            Ok(u) => u,
-            Err(col) => return Ok((Mat::zeros(d, d), fail(col))),
-        };
-        if let Some(bad) = (0..d).find(|&i| !(u[(i, i)].is_finite() && u[(i, i)] > 0.0)) {
-            return Ok((u, fail(bad)));
-        }
-        Ok((u, Mat::zeros(1, 1)))
+        self.inverse_factor(a, 0.0)
+    }
+
+    fn inverse_cholesky_damped(
+        &self,
+        a: &Mat<f32>,
+        factor: f32,
+        lambda: &Mat<f32>,
+    ) -> Result<(Mat<f32>, Mat<f32>)> {
+        self.inverse_factor(a, factor * lambda[(0, 0)])
     }
 
     fn sweep(
@@ -700,12 +741,14 @@ impl FactorFloat for f64 {
     }
 }
 
-/// The upper `U` with `a⁻¹ = UᵀU`, or `Err(j)` when the pivot of column `j` is not positive.
+/// The upper `U` with `(a + shift·I)⁻¹ = UᵀU` (the shift added in f32, as `add_diag` does), or
+/// `Err(j)` when the pivot of column `j` is not positive.
 /// With `J` the reversal, `J a J = L Lᵀ` ⇒ `a = (J L J)(J L J)ᵀ` with `J L J` upper ⇒
 /// `a⁻¹ = UᵀU`, `U = J L⁻¹ J`. Column `j` of `J a J` is column `d−1−j` of `a` reversed:
 /// contiguous copies.
 fn reversed_inverse_factor<T: FactorFloat>(
     a: &Mat<f32>,
+    shift: f32,
     par: Par,
 ) -> std::result::Result<Mat<f32>, usize> {
     let d = a.nrows();
@@ -715,6 +758,8 @@ fn reversed_inverse_factor<T: FactorFloat>(
         for (dst, v) in rev.col_as_slice_mut(j).iter_mut().zip(src.iter().rev()) {
             *dst = T::of(*v);
         }
+        // rev[j, j] = a[d−1−j, d−1−j] + shift
+        rev[(j, j)] = T::of(src[d - 1 - j] + shift);
     }
     let llt = match rev.llt(faer::Side::Lower) {
         Ok(llt) => llt,

@@ -246,6 +246,19 @@ pub trait Backend {
     /// first column whose pivot was not positive and finite. (One way: Cholesky of the
     /// index-reversed matrix `J a J = L Lᵀ`, then `U = J L⁻¹ J`.)
     fn inverse_cholesky(&self, a: &Self::Mat) -> Result<(Self::Mat, Self::Mat)>;
+    /// [`Backend::inverse_cholesky`] of `a + factor·λ·I`, `λ` the `1 × 1` matrix `lambda`;
+    /// `a` is left as it is. The default copies `a` and adds the diagonal; a backend may fold
+    /// that into the copy its factorisation makes anyway.
+    fn inverse_cholesky_damped(
+        &self,
+        a: &Self::Mat,
+        factor: f32,
+        lambda: &Self::Mat,
+    ) -> Result<(Self::Mat, Self::Mat)> {
+        let mut damped = self.permute(a, None, None)?;
+        self.add_diag(&mut damped, factor, lambda)?;
+        self.inverse_cholesky(&damped)
+    }
 
     // ----- sweep family -----
     /// Quantize columns `[c0, c1)` of `w`, see [`SweepSpec`]. `q`, `codes`: `m × d`;
