@@ -6,17 +6,22 @@
 //! `QRONOS_BENCH_DIMS=1024` restricts the sizes; `QRONOS_BENCH_GPU=0|1` forces the GPU part
 //! off / on (1 also runs on a software adapter); `QRONOS_BENCH_CPU=0` skips the CPU part.
 //!
-//! Timed regions end with a `download`, so GPU work is complete when the clock stops.
+//! Timed regions end with a `download`, so GPU work is complete when the clock stops. The CPU
+//! factorisation runs in f32 (the default); `QRONOS_BENCH_F64=1` times the f64 one.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qronos::backend::cpu::CpuBackend;
+use qronos::backend::cpu::{CpuBackend, FactorPrecision};
 use qronos::backend::gpu::{self, AdapterChoice, GpuBackend};
 use qronos::backend::{Backend, DampRule, Region, SweepSpec};
 use qronos::grid::Grid;
 use qronos::synth::llm_like;
 use qronos::{quantize_layer, Calibration, LayerInput, NoProgress, QuantConfig};
+
+/// Huge pages for the big matrices, as in the `qronos` binary.
+#[global_allocator]
+static ALLOC: qronos::alloc::HugePages = qronos::alloc::HugePages;
 
 fn dims() -> Vec<usize> {
     std::env::var("QRONOS_BENCH_DIMS")
@@ -199,7 +204,14 @@ fn benches(c: &mut Criterion) {
         gemm_gflops: machine_gemm_rate(),
         lines: Vec::new(),
     };
-    let cpu = CpuBackend::new();
+    let cpu = CpuBackend {
+        factor: if std::env::var("QRONOS_BENCH_F64").as_deref() == Ok("1") {
+            FactorPrecision::F64
+        } else {
+            FactorPrecision::F32
+        },
+        ..CpuBackend::new()
+    };
     if std::env::var("QRONOS_BENCH_CPU").as_deref() != Ok("0") {
         for d in dims() {
             bench_backend(c, &cpu, "cpu", d, &mut s);

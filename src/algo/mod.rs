@@ -138,22 +138,34 @@ fn add_column_squares(diag: &mut [f64], x: &[f32], d: usize) {
 }
 
 /// Column-major `rows × cols` → row-major `[rows, cols]`, column `j` going to column
-/// `perm[j]` (a permutation) when given. Tiled: a power-of-two leading dimension would
-/// otherwise send every write of a column to the same cache set.
+/// `perm[j]` (a permutation) when given.
 pub(crate) fn col_to_row_major<T: Copy + Default + Send + Sync>(
     src: &[T],
     rows: usize,
     cols: usize,
     perm: Option<&[usize]>,
 ) -> Vec<T> {
+    col_to_row_major_map(src, rows, cols, perm, |v| v)
+}
+
+/// [`col_to_row_major`] applying `f` to every value on the way. Tiled: a power-of-two leading
+/// dimension would otherwise send every write of a column to the same cache set.
+pub(crate) fn col_to_row_major_map<T: Copy + Sync, U: Copy + Default + Send>(
+    src: &[T],
+    rows: usize,
+    cols: usize,
+    perm: Option<&[usize]>,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
     const TILE: usize = 32;
     assert_eq!(src.len(), rows * cols, "transpose: length");
-    let mut out = vec![T::default(); rows * cols];
+    let mut out = vec![U::default(); rows * cols];
     if rows == 0 || cols == 0 {
         return out;
     }
     // threads take ranges of output rows (a pure copy: any split gives the same result)
     let per = rows.div_ceil(threads()).max(TILE);
+    let f = &f;
     std::thread::scope(|s| {
         for (i, part) in out.chunks_mut(per * cols).enumerate() {
             s.spawn(move || {
@@ -166,7 +178,7 @@ pub(crate) fn col_to_row_major<T: Copy + Default + Send + Sync>(
                             let dst_col = perm.map_or(j, |p| p[j]);
                             let col = &src[j * rows + r_base + r0..j * rows + r_base + r1];
                             for (k, &v) in col.iter().enumerate() {
-                                part[(r0 + k) * cols + dst_col] = v;
+                                part[(r0 + k) * cols + dst_col] = f(v);
                             }
                         }
                     }
@@ -581,10 +593,7 @@ fn run_once<B: Backend>(
 
     // Undo the permutation: sweep position j holds original column perm[j].
     let qo = col_to_row_major(&qv, m, d, Some(&perm));
-    let co: Vec<i32> = col_to_row_major(&cv, m, d, Some(&perm))
-        .into_iter()
-        .map(|c| c as i32)
-        .collect();
+    let co = col_to_row_major_map(&cv, m, d, Some(&perm), |c| c as i32);
     let row_major = |v: &[f32]| col_to_row_major(v, m, ngroups, None);
     let (scales, zeros) = (row_major(&sv), row_major(&zv));
     t.readback = t0.elapsed().as_secs_f64();

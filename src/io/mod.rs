@@ -108,6 +108,9 @@ impl SafetensorsFile {
                     .collect(),
             ),
         };
+        if all_finite(&data) {
+            return Ok(Some(F32Tensor { shape, data }));
+        }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             let count = data.iter().filter(|v| !v.is_finite()).count();
             return Err(self.tensor_err(
@@ -126,6 +129,28 @@ impl SafetensorsFile {
         self.f32_tensor(name, rank)?
             .ok_or_else(|| self.tensor_err(name, "missing"))
     }
+}
+
+/// Whether every value is finite: branch-free over blocks (so it vectorises), large tensors
+/// split over the cores (the first pass over a memory-mapped tensor also pages it in).
+fn all_finite(data: &[f32]) -> bool {
+    const BLOCK: usize = 4096;
+    let finite = |part: &[f32]| {
+        part.chunks(BLOCK)
+            .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || data.len() < 1 << 22 {
+        return finite(data);
+    }
+    let per = data.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = data
+            .chunks(per)
+            .map(|p| s.spawn(move || finite(p)))
+            .collect();
+        parts.into_iter().all(|h| h.join().expect("finite check"))
+    })
 }
 
 /// One tensor to write: name, dtype, shape, little-endian bytes (borrowed from the caller's
