@@ -115,7 +115,8 @@ pub(crate) fn to_col_major(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     col_to_row_major(a, cols, rows, None)
 }
 
-fn threads() -> usize {
+/// Cores to split host-side passes over.
+pub(crate) fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

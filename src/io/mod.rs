@@ -139,7 +139,7 @@ fn all_finite(data: &[f32]) -> bool {
         part.chunks(BLOCK)
             .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::algo::threads();
     if threads == 1 || data.len() < 1 << 22 {
         return finite(data);
     }
