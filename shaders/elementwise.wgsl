@@ -1,6 +1,7 @@
-// elementwise.wgsl — copy, axpy, add_diag, permute and the dead-column fix, on column-major
-// panels (each binding holds whole columns; `*_off` is the element offset of the panel's
-// first used element inside its binding). Threads (x, y) = (row, column) of the output.
+// elementwise.wgsl — copy, axpy, add_diag, permute, the dead-column fix and the broadcast bias
+// add (Forward::add_bias), on column-major panels (each binding holds whole columns; `*_off`
+// is the element offset of the panel's first used element inside its binding).
+// Threads (x, y) = (row, column) of the output.
 
 struct CopyParams {
     rows: u32,
@@ -63,6 +64,14 @@ struct DeadParams {
     ld: u32,
     pad0: u32,
     pad1: u32,
+}
+
+struct BiasParams {
+    rows: u32,
+    cols: u32,
+    // offset of element (0, first column) of y inside its binding (ld = rows)
+    y_off: u32,
+    pad0: u32,
 }
 
 // ---- copy: dst = src ----
@@ -167,5 +176,20 @@ fn dead_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (j >= dead_p.c0 && j < dead_p.c1) {
             dead_m[dead_p.off + (j - dead_p.c0) * dead_p.ld + r] = 0.0;
         }
+    }
+}
+
+// ---- add_bias: y[:, c] += b ----
+@group(0) @binding(0) var<storage, read> bias_b: array<f32>;
+@group(0) @binding(1) var<storage, read_write> bias_y: array<f32>;
+@group(0) @binding(2) var<uniform> bias_p: BiasParams;
+
+@compute @workgroup_size(64, 4)
+fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    let c = gid.y;
+    if (r < bias_p.rows && c < bias_p.cols) {
+        let yi = bias_p.y_off + c * bias_p.rows + r;
+        bias_y[yi] = bias_y[yi] + bias_b[r];
     }
 }

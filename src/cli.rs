@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Quantize one linear layer from a case file; print one JSON line.
     Layer(LayerArgs),
+    /// Perplexity of a Hugging Face model folder on a text file; print one JSON line.
+    Eval(EvalArgs),
     /// List the GPU adapters and say which one `--device auto` picks.
     Devices,
     /// Write a deterministic synthetic LLM-like case file (for demos, tests and benches).
@@ -46,6 +48,62 @@ pub struct SynthArgs {
     pub no_xq: bool,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolArg {
+    /// Non-overlapping windows of --seqlen text tokens, every token but each window's first
+    /// scored (transformers' common protocol).
+    Standard,
+    /// BOS + --seqlen − 1 text tokens per window, only the second half of each scored.
+    Paper,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Hugging Face model folder (config.json, model.safetensors or shards + index,
+    /// tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// UTF-8 text file, tokenized whole without special tokens.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 2048)]
+    pub seqlen: usize,
+    /// Use only the first N tokens of the text.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Use only the first N characters of the text (before tokenizing).
+    #[arg(long)]
+    pub max_chars: Option<usize>,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Standard)]
+    pub protocol: ProtocolArg,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+impl EvalArgs {
+    pub fn config(&self) -> Result<qronos::model::EvalConfig> {
+        if self.seqlen < 2 {
+            return Err(Error::config(
+                "--seqlen",
+                format!("{}: need at least 2", self.seqlen),
+            ));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(Error::config("--max-tokens", "0 leaves nothing to score"));
+        }
+        Ok(qronos::model::EvalConfig {
+            seqlen: self.seqlen,
+            max_tokens: self.max_tokens,
+            protocol: match self.protocol {
+                ProtocolArg::Standard => qronos::model::Protocol::Standard,
+                ProtocolArg::Paper => qronos::model::Protocol::Paper,
+            },
+            chunk_tokens: None,
+        })
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

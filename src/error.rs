@@ -23,6 +23,14 @@ pub enum Error {
         tensor: String,
         reason: String,
     },
+    /// A model folder is unusable: a `config.json` key is missing or unsupported, a file is
+    /// absent, an index names a shard that is not there. `key` names the key / tensor / file.
+    #[error("{path}: {key}: {reason}")]
+    Model {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
     /// A configuration value is out of range; `flag` names the CLI flag / config field.
     #[error("invalid {flag}: {reason}")]
     Config { flag: String, reason: String },
@@ -50,6 +58,17 @@ impl Error {
     pub fn config(flag: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config {
             flag: flag.into(),
+            reason: reason.into(),
+        }
+    }
+    pub fn model(
+        path: impl Into<PathBuf>,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Model {
+            path: path.into(),
+            key: key.into(),
             reason: reason.into(),
         }
     }

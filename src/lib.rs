@@ -55,6 +55,7 @@ pub mod backend;
 pub mod error;
 pub mod grid;
 pub mod io;
+pub mod model;
 pub mod synth;
 
 pub use algo::{

@@ -14,7 +14,11 @@
 //!   The GPU backend never reads back to the host except in `download`.
 
 pub mod cpu;
+mod cpu_forward;
+pub mod forward;
 pub mod gpu;
+
+pub use forward::{AttnSpec, Forward};
 
 use crate::grid::Grid;
 use crate::Result;

@@ -124,6 +124,65 @@ impl SafetensorsFile {
         Ok(Some(F32Tensor { shape, data }))
     }
 
+    /// Shape and dtype of a tensor, or `None` if absent (reads only the header).
+    pub fn tensor_info(&self, name: &str) -> Option<(Dtype, Vec<usize>)> {
+        let st = self.st();
+        let view = st.tensor(name).ok()?;
+        Some((view.dtype(), view.shape().to_vec()))
+    }
+
+    /// A floating-point tensor (F32, F16 or BF16 in the file) converted to f32, or `None` if
+    /// absent. Checks the shape against `expected` and rejects NaN / Inf, naming the tensor.
+    pub fn float_tensor(&self, name: &str, expected: &[usize]) -> Result<Option<Vec<f32>>> {
+        let st = self.st();
+        let view = match st.tensor(name) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        if view.shape() != expected {
+            return Err(self.tensor_err(
+                name,
+                format!(
+                    "shape {:?}, expected {:?} from config.json",
+                    view.shape(),
+                    expected
+                ),
+            ));
+        }
+        let bytes: &[u8] = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(
+                    self.tensor_err(name, format!("dtype {other:?}, expected F32, F16 or BF16"))
+                )
+            }
+        };
+        if !all_finite(&data) {
+            let i = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            let count = data.iter().filter(|v| !v.is_finite()).count();
+            return Err(self.tensor_err(
+                name,
+                format!(
+                    "{count} non-finite value(s), first {} at flat index {i}",
+                    data[i]
+                ),
+            ));
+        }
+        Ok(Some(data))
+    }
+
     /// Like [`Self::f32_tensor`] but the tensor must exist.
     pub fn require_f32(&self, name: &str, rank: usize) -> Result<F32Tensor<'_>> {
         self.f32_tensor(name, rank)?

@@ -1,10 +1,10 @@
 //! elementwise family launcher (`shaders/elementwise.wgsl`): copy, axpy, add_diag, permute,
-//! fix_dead. Every kernel walks column panels that fit one binding.
+//! fix_dead, and the forward family's add_bias. Every kernel walks column panels that fit one binding.
 
 use super::gemm::check_region;
 use super::pipeline::PipelineKey;
 use super::shaders::Shader;
-use super::{gpu_params, Dispatch, GpuBackend, GpuIdx, GpuMat, ParamLayout};
+use super::{gpu_params, Dispatch, GpuBackend, GpuIdx, GpuMat, ParamLayout, MAX_GROUPS_PER_DIM};
 use crate::backend::Region;
 use crate::Result;
 
@@ -67,6 +67,13 @@ gpu_params!(DeadParams {
     pad1: u32,
 });
 
+gpu_params!(BiasParams {
+    rows: u32,
+    cols: u32,
+    y_off: u32,
+    pad0: u32,
+});
+
 pub(crate) fn layouts() -> Vec<(Shader, ParamLayout)> {
     vec![
         (Shader::Elementwise, CopyParams::LAYOUT),
@@ -74,6 +81,7 @@ pub(crate) fn layouts() -> Vec<(Shader, ParamLayout)> {
         (Shader::Elementwise, DiagParams::LAYOUT),
         (Shader::Elementwise, PermuteParams::LAYOUT),
         (Shader::Elementwise, DeadParams::LAYOUT),
+        (Shader::Elementwise, BiasParams::LAYOUT),
     ]
 }
 
@@ -389,6 +397,45 @@ pub(crate) fn fix_dead(
                 }
                 c0 = c1;
             }
+        }
+        Ok(())
+    })
+}
+
+/// `y[:, c] += b` for every column ([`Forward::add_bias`](crate::backend::Forward::add_bias)),
+/// over column panels of `y`; `b` is one binding.
+pub(crate) fn add_bias(be: &GpuBackend, y: &mut GpuMat, b: &GpuMat) -> Result<()> {
+    assert_eq!((b.rows, b.cols), (y.rows, 1), "add_bias: bias shape");
+    if y.rows == 0 || y.cols == 0 {
+        return Ok(());
+    }
+    let op = "add_bias";
+    be.op(op, |enc| {
+        // workgroups of 64 rows × 4 columns
+        let chunk = be.panel_cols(op, y.rows)?.min(MAX_GROUPS_PER_DIM * 4);
+        let vb = be.whole(op, &b.buf)?;
+        let key = PipelineKey::new(Shader::Elementwise, "add_bias", 1, 1);
+        let mut c = 0;
+        while c < y.cols {
+            let n = chunk.min(y.cols - c);
+            let vy = be.view(&y.buf, y.rows, c, c + n);
+            let p = BiasParams {
+                rows: y.rows as u32,
+                cols: n as u32,
+                y_off: vy.elem_off,
+                pad0: 0,
+            };
+            be.record(
+                enc,
+                Dispatch {
+                    key: key.clone(),
+                    reads: vec![vb],
+                    writes: vec![vy.bind],
+                    params: bytemuck::bytes_of(&p),
+                    groups: [be.groups(op, y.rows, 64)?, be.groups(op, n, 4)?, 1],
+                },
+            )?;
+            c += n;
         }
         Ok(())
     })

@@ -7,7 +7,10 @@
 //! - [`shaders`]: the one place where `.wgsl` files enter the binary;
 //! - `pipeline`: the only code that creates bind-group layouts and pipelines (cached by a typed
 //!   key, specialised by WGSL `override` constants);
-//! - `gemm`, `gram`, `elementwise`, `dot`, `damping`, `cholesky`, `sweep`: launchers.
+//! - `gemm`, `gram`, `elementwise`, `dot`, `damping`, `cholesky`, `sweep`: launchers of the
+//!   quantization engine; `gather`, `rmsnorm`, `rope`, `attention`, `silu_mul`, `nll` (and
+//!   `elementwise`'s add_bias): launchers of the forward family, whose
+//!   [`Forward`](super::Forward) impl is in `forward`.
 //!
 //! GPU rules kept here (DESIGN §2): nothing is read back except in `download` (damping λ and
 //! the Cholesky status stay on the device as `1 × 1` matrices); each operation records one
@@ -16,14 +19,21 @@
 //! offset aligned down to `min_storage_buffer_offset_alignment`, with the remaining element
 //! offset passed in the kernel's params.
 
+mod attention;
 mod cholesky;
 mod damping;
 mod dot;
 mod elementwise;
+mod forward;
+mod gather;
 mod gemm;
 mod gram;
+mod nll;
 mod pipeline;
+mod rmsnorm;
+mod rope;
 pub mod shaders;
+mod silu_mul;
 mod sweep;
 
 use std::sync::{Arc, Mutex};
@@ -219,6 +229,9 @@ pub struct GpuBackend {
 const MAX_BINDING: u64 = 1 << 31;
 /// Smallest buffer we create (bindings must be non-empty).
 const MIN_BUFFER: u64 = 16;
+/// Workgroups per grid dimension a launcher may count on (WebGPU's guaranteed minimum of
+/// `max_compute_workgroups_per_dimension`); larger grids are split into several dispatches.
+pub(crate) const MAX_GROUPS_PER_DIM: usize = 65535;
 
 impl GpuBackend {
     /// The best adapter allowed by `choice`, with the adapter's own limits requested.
@@ -895,6 +908,12 @@ pub fn param_layouts() -> Vec<(shaders::Shader, ParamLayout)> {
     v.extend(damping::layouts());
     v.extend(cholesky::layouts());
     v.extend(sweep::layouts());
+    v.extend(gather::layouts());
+    v.extend(rmsnorm::layouts());
+    v.extend(rope::layouts());
+    v.extend(attention::layouts());
+    v.extend(silu_mul::layouts());
+    v.extend(nll::layouts());
     v
 }
 

@@ -11,6 +11,12 @@ pub enum Shader {
     Damping,
     Cholesky,
     Sweep,
+    Gather,
+    Rmsnorm,
+    Rope,
+    Attention,
+    SiluMul,
+    Nll,
 }
 
 macro_rules! family {
@@ -23,7 +29,7 @@ macro_rules! family {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Gemm,
         Shader::Gram,
         Shader::Elementwise,
@@ -31,6 +37,12 @@ impl Shader {
         Shader::Damping,
         Shader::Cholesky,
         Shader::Sweep,
+        Shader::Gather,
+        Shader::Rmsnorm,
+        Shader::Rope,
+        Shader::Attention,
+        Shader::SiluMul,
+        Shader::Nll,
     ];
 
     /// Family name (also the file stem).
@@ -43,6 +55,12 @@ impl Shader {
             Shader::Damping => "damping",
             Shader::Cholesky => "cholesky",
             Shader::Sweep => "sweep",
+            Shader::Gather => "gather",
+            Shader::Rmsnorm => "rmsnorm",
+            Shader::Rope => "rope",
+            Shader::Attention => "attention",
+            Shader::SiluMul => "silu_mul",
+            Shader::Nll => "nll",
         }
     }
 
@@ -56,6 +74,12 @@ impl Shader {
             Shader::Damping => family!("damping.wgsl"),
             Shader::Cholesky => family!("cholesky.wgsl"),
             Shader::Sweep => family!("sweep.wgsl"),
+            Shader::Gather => family!("gather.wgsl"),
+            Shader::Rmsnorm => family!("rmsnorm.wgsl"),
+            Shader::Rope => family!("rope.wgsl"),
+            Shader::Attention => family!("attention.wgsl"),
+            Shader::SiluMul => family!("silu_mul.wgsl"),
+            Shader::Nll => family!("nll.wgsl"),
         }
     }
 }
