@@ -209,6 +209,7 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     progress.done();
     let processed = (r.windows * r.seqlen) as f64;
+    let flop = qronos::model::eval::forward_flops(&model.config, r.windows, r.seqlen);
     let line = json!({
         "ppl": r.ppl,
         "nll": r.nll,
@@ -226,6 +227,8 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         "seconds": t_start.elapsed().as_secs_f64(),
         "seconds_detail": {"init": init, "tokenize": tokenize, "forward": r.forward_seconds},
         "tokens_per_second": processed / r.forward_seconds,
+        "gflop": flop / 1e9,
+        "gflop_per_second": flop / 1e9 / r.forward_seconds,
         "peak_rss_mb": peak_rss_mb(),
     });
     println!("{line}");

@@ -237,6 +237,30 @@ impl ModelConfig {
             }
             _ => None,
         };
+        let intermediate_size = j.usize("intermediate_size")?;
+        let vocab_size = j.usize("vocab_size")?;
+        // every weight the config implies must be addressable (as f32 bytes), so an absurd
+        // config is an error here and not an overflow in the shape arithmetic downstream
+        let weights: [(&str, &[usize]); 3] = [
+            (
+                "num_attention_heads × head_dim × hidden_size",
+                &[num_attention_heads, head_dim, hidden_size],
+            ),
+            ("vocab_size × hidden_size", &[vocab_size, hidden_size]),
+            (
+                "intermediate_size × hidden_size",
+                &[intermediate_size, hidden_size],
+            ),
+        ];
+        for (keys, dims) in weights {
+            let bytes = dims.iter().try_fold(4usize, |b, &d| b.checked_mul(d));
+            if bytes.is_none_or(|b| b > isize::MAX as usize) {
+                return Err(j.err(
+                    keys,
+                    format!("{dims:?}: a weight of this many f32 values cannot be addressed"),
+                ));
+            }
+        }
         let dtype = j
             .get("dtype")
             .or_else(|| j.get("torch_dtype"))
@@ -245,12 +269,12 @@ impl ModelConfig {
         Ok(ModelConfig {
             arch,
             hidden_size,
-            intermediate_size: j.usize("intermediate_size")?,
+            intermediate_size,
             num_hidden_layers: j.usize("num_hidden_layers")?,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            vocab_size: j.usize("vocab_size")?,
+            vocab_size,
             rms_norm_eps: j.f32_or("rms_norm_eps", 1e-6)?,
             rope_theta,
             rope_scaling,
@@ -349,12 +373,19 @@ fn rope(j: &Json<'_>) -> Result<(f32, RopeScaling)> {
     if pj.get("rope_theta").is_some() {
         theta = pj.f32_or("rope_theta", theta)?;
     }
-    let kind = pj
-        .get("rope_type")
-        .or_else(|| pj.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    // transformers 4 wrote `type`; errors name the spelling the file uses
+    let kind_key = if pj.get("rope_type").is_none() && pj.get("type").is_some() {
+        "type"
+    } else {
+        "rope_type"
+    };
     let sub = |name: &str| format!("{key}.{name}");
+    let kind = match pj.get(kind_key) {
+        None => "default",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| j.err(sub(kind_key).as_str(), format!("{v} is not a string")))?,
+    };
     let num = |name: &str| -> Result<f32> {
         match pj.get(name).and_then(Value::as_f64) {
             Some(x) if x.is_finite() && x > 0.0 => Ok(x as f32),
@@ -390,7 +421,7 @@ fn rope(j: &Json<'_>) -> Result<(f32, RopeScaling)> {
         }
         other => {
             return Err(j.err(
-                sub("rope_type").as_str(),
+                sub(kind_key).as_str(),
                 format!("unsupported rope type {other:?}; supported: default, llama3"),
             ))
         }

@@ -169,7 +169,7 @@ pub fn run_blocks<B: Forward>(
     progress: &mut dyn Progress,
 ) -> Result<Vec<B::Mat>> {
     let c = &m.config;
-    c.check_seqlen(&m.dir, seqlen)?;
+    c.check_seqlen(&super::config::config_path(&m.dir), seqlen)?;
     for (i, &id) in chunks.iter().flatten().enumerate() {
         if id as usize >= c.vocab_size {
             return Err(Error::config(
@@ -281,6 +281,30 @@ pub fn perplexity<B: Forward>(
         window_ppl,
         forward_seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// FLOPs of a forward over `windows` windows of `seqlen` tokens: `2 · parameters · tokens`
+/// for the linears and the lm_head (the embedding gather is free), plus causal attention
+/// (`q·kᵀ` and `p·v` over keys `j ≤ t`: `4 · head_dim · L(L+1)/2` per head and window).
+/// Norms, rope and softmax are not counted: this is the floor a GEMM-bound forward meets.
+pub fn forward_flops(c: &super::ModelConfig, windows: usize, seqlen: usize) -> f64 {
+    let (h, q, kv, f) = (
+        c.hidden_size as f64,
+        (c.num_attention_heads * c.head_dim) as f64,
+        (c.num_key_value_heads * c.head_dim) as f64,
+        c.intermediate_size as f64,
+    );
+    let block_params = h * (q + 2.0 * kv) + q * h + 3.0 * h * f;
+    let params = c.num_hidden_layers as f64 * block_params + c.vocab_size as f64 * h;
+    let tokens = (windows * seqlen) as f64;
+    let l = seqlen as f64;
+    let attn = c.num_hidden_layers as f64
+        * c.num_attention_heads as f64
+        * windows as f64
+        * 4.0
+        * c.head_dim as f64
+        * (l * (l + 1.0) / 2.0);
+    2.0 * params * tokens + attn
 }
 
 /// Logits of one sequence (`vocab × ids.len()`, column-major: column `t` is position `t`),

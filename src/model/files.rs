@@ -32,6 +32,9 @@ impl ModelDir {
     /// implies is present with the right shape and a float dtype (headers only; no weights
     /// are read).
     pub fn open(dir: &Path) -> Result<ModelDir> {
+        if !dir.exists() {
+            return Err(Error::model(dir, "model folder", "does not exist"));
+        }
         if !dir.is_dir() {
             return Err(Error::model(dir, "model folder", "not a directory"));
         }
@@ -43,6 +46,14 @@ impl ModelDir {
             shards,
             map,
         };
+        // the last block first: an absurd num_hidden_layers is then one missing tensor, not
+        // a list of every name it implies
+        let c = &m.config;
+        let last = format!(
+            "model.layers.{}.input_layernorm.weight",
+            c.num_hidden_layers - 1
+        );
+        m.check(&last, &[c.hidden_size])?;
         for (name, shape) in super::llama::expected_tensors(&m.config) {
             m.check(&name, &shape)?;
         }
