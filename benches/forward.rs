@@ -8,7 +8,7 @@
 //! `~/.cache/qronos/fixtures`); without them it prints a note and measures nothing.
 //! `QRONOS_BENCH_GPU=0|1` forces the GPU part off / on (1 also runs on a software adapter such
 //! as lavapipe, which is very slow); `QRONOS_BENCH_CPU=0` skips the CPU part;
-//! `QRONOS_BENCH_TOKENS` (default 4096) sets the text tokens per measurement.
+//! `QRONOS_BENCH_TOKENS` (default 8192) sets the text tokens per measurement.
 //!
 //! Timed regions include reading the NLLs back, so GPU work is complete when the clock stops.
 
@@ -132,7 +132,7 @@ fn benches(crit: &mut Criterion) {
     let n: usize = std::env::var("QRONOS_BENCH_TOKENS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4096);
+        .unwrap_or(8192);
     let mut ids = tok.encode(&text, false).unwrap();
     ids.truncate(n);
     let case = Case { model, ids };

@@ -40,10 +40,14 @@
 //!
 //! # Modules
 //! - [`grid`]: the quantizer grid, the single rounding rule (mirrored in `shaders/common.wgsl`).
-//! - [`backend`]: the `Backend` trait; [`backend::cpu`] (faer, the reference) and
+//! - [`backend`]: the `Backend` trait and its forward family `Forward`; [`backend::cpu`] (faer, the reference) and
 //!   [`backend::gpu`] (WGSL through wgpu, one launcher per kernel family).
 //! - [`algo`]: RTN, GPTQ, Qronos written once against the trait; config and objectives.
 //! - [`io`]: memory-mapped safetensors reading with validation, atomic writes, the case file.
+//! - [`model`]: Hugging Face model folders (config, shards, tokenizer), the Llama-family
+//!   decoder written once against [`backend::Forward`], and perplexity. A model runs block by
+//!   block: embed every window, then load one decoder block, run all windows through it, drop
+//!   it, and so on; the head turns the last hidden states into per-token NLLs on the backend.
 //! - [`synth`]: deterministic synthetic LLM-like layers for demos, tests and benches.
 //! - [`error`]: the library's one error type.
 //! - [`alloc`]: an opt-in global allocator that asks for transparent huge pages (the binary

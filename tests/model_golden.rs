@@ -236,3 +236,26 @@ fn gpu_perplexity_is_deterministic_and_matches_cpu() {
         c.nll
     );
 }
+
+/// Rotary frequencies as transformers computed them (`rope_inv_freq` in each golden, f32),
+/// including the llama3 bands: equal to the last bit, or at most 1 ulp where torch's f32
+/// `pow` rounds differently from the correctly rounded one.
+#[test]
+fn rope_frequencies_match_transformers() {
+    for name in VARIANTS {
+        let m = ModelDir::open(&model_dir(name)).unwrap();
+        let text = std::fs::read_to_string(model_dir(name).join("golden.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let want = floats(&v, "rope_inv_freq");
+        let got = m.config.inv_freq();
+        assert_eq!(got.len(), want.len(), "{name}: inv_freq length");
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let w = w as f32;
+            let ulps = (g.to_bits() as i64 - w.to_bits() as i64).abs();
+            assert!(
+                ulps <= 1,
+                "{name}: inv_freq[{i}] = {g:e}, transformers {w:e}"
+            );
+        }
+    }
+}
