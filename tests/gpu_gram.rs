@@ -14,7 +14,9 @@ use qronos::backend::Backend;
 /// relative; 10× margin.
 const GRAM_REL_TOL: f64 = 1e-5;
 
-fn check(gpu: &GpuBackend, label: &str, d: usize, batches: &[usize]) {
+/// `resident`: both backends take the tokens as `d × t` matrices already on the backend
+/// (`gram_update_mat`, the model pipeline's path), else as host slices.
+fn check(gpu: &GpuBackend, label: &str, d: usize, batches: &[usize], resident: bool) {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(51);
     for (mismatched, delta) in [(false, false), (true, false), (true, true)] {
@@ -25,8 +27,16 @@ fn check(gpu: &GpuBackend, label: &str, d: usize, batches: &[usize]) {
             // X̃ = X + a perturbation, so D is small but not zero
             let xq: Vec<f32> = x.iter().map(|v| v + 0.1 * rng.normal()).collect();
             let xq = mismatched.then_some(&xq[..]);
-            gpu.gram_update(&mut gg, &x, xq, t).unwrap();
-            cpu.gram_update(&mut cg, &x, xq, t).unwrap();
+            if resident {
+                let (gx, cx) = (gpu.upload(d, t, &x).unwrap(), cpu.upload(d, t, &x).unwrap());
+                let gq = xq.map(|v| gpu.upload(d, t, v).unwrap());
+                let cq = xq.map(|v| cpu.upload(d, t, v).unwrap());
+                gpu.gram_update_mat(&mut gg, &gx, gq.as_ref()).unwrap();
+                cpu.gram_update_mat(&mut cg, &cx, cq.as_ref()).unwrap();
+            } else {
+                gpu.gram_update(&mut gg, &x, xq, t).unwrap();
+                cpu.gram_update(&mut cg, &x, xq, t).unwrap();
+            }
         }
         gpu.gram_finish(&mut gg).unwrap();
         cpu.gram_finish(&mut cg).unwrap();
@@ -75,9 +85,11 @@ fn grams_agree_with_cpu() {
     let Some(gpu) = gpu_common::backend() else {
         return;
     };
-    check(&gpu, "device limit", 75, &[37, 100, 5]);
-    // more than one 128-wide tile each way: tiles above the diagonal skipped, partial edges
-    check(&gpu, "two tiles", 150, &[37, 100]);
+    for resident in [false, true] {
+        check(&gpu, "device limit", 75, &[37, 100, 5], resident);
+        // more than one 128-wide tile each way: tiles above the diagonal skipped, partial edges
+        check(&gpu, "two tiles", 150, &[37, 100], resident);
+    }
 }
 
 #[test]
@@ -86,5 +98,28 @@ fn grams_agree_with_cpu_in_chunks_and_panels() {
     let Some(gpu) = gpu_common::backend_with_limit(3_072) else {
         return;
     };
-    check(&gpu, "3 kB bindings", 75, &[37, 23]);
+    for resident in [false, true] {
+        check(&gpu, "3 kB bindings", 75, &[37, 23], resident);
+    }
+}
+
+/// The CPU's resident path is the host path on the same tokens, bit for bit.
+#[test]
+fn cpu_resident_grams_equal_host_grams() {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(52);
+    let (d, t) = (33, 70);
+    let x = rng.vec(t * d);
+    let xq: Vec<f32> = x.iter().map(|v| v + 0.1 * rng.normal()).collect();
+    let mut a = cpu.gram_init(d, true, true).unwrap();
+    let mut b = cpu.gram_init(d, true, true).unwrap();
+    cpu.gram_update(&mut a, &x, Some(&xq), t).unwrap();
+    let (mx, mq) = (
+        cpu.upload(d, t, &x).unwrap(),
+        cpu.upload(d, t, &xq).unwrap(),
+    );
+    cpu.gram_update_mat(&mut b, &mx, Some(&mq)).unwrap();
+    for (p, q) in [(&a.h, &b.h), (a.g.as_ref().unwrap(), b.g.as_ref().unwrap())] {
+        assert_eq!(cpu.download(p).unwrap(), cpu.download(q).unwrap());
+    }
 }

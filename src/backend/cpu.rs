@@ -410,6 +410,34 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn gram_update_mat(
+        &self,
+        acc: &mut Grams<Mat<f32>>,
+        x: &Mat<f32>,
+        xq: Option<&Mat<f32>>,
+    ) -> Result<()> {
+        // the columns of a d × T matrix, back to back, are the row-major [T, d] tokens
+        let flat = |a: &Mat<f32>| -> Vec<f32> {
+            let mut v = Vec::with_capacity(a.nrows() * a.ncols());
+            for j in 0..a.ncols() {
+                v.extend_from_slice(a.col_as_slice(j));
+            }
+            v
+        };
+        let d = acc.h.nrows();
+        assert_eq!(x.nrows(), d, "gram_update_mat: x rows");
+        let xs = flat(x);
+        let xqs = xq.map(|q| {
+            assert_eq!(
+                (q.nrows(), q.ncols()),
+                (d, x.ncols()),
+                "gram_update_mat: xq shape"
+            );
+            flat(q)
+        });
+        self.gram_update(acc, &xs, xqs.as_deref(), x.ncols())
+    }
+
     fn gram_finish(&self, acc: &mut Grams<Mat<f32>>) -> Result<()> {
         mirror_lower(&mut acc.h);
         if let Some(dm) = acc.d.as_mut() {

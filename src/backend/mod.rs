@@ -165,6 +165,15 @@ pub trait Backend {
         xq: Option<&[f32]>,
         tokens: usize,
     ) -> Result<()>;
+    /// [`Backend::gram_update`] from activations already on the backend: `x` (and `xq`) are
+    /// `d × tokens` matrices, i.e. token-major `[tokens, d]` — the layout of the forward's
+    /// activations. The GPU path never moves them to the host.
+    fn gram_update_mat(
+        &self,
+        acc: &mut Grams<Self::Mat>,
+        x: &Self::Mat,
+        xq: Option<&Self::Mat>,
+    ) -> Result<()>;
     /// Make `h` and `d` fully symmetric (a backend may keep only one triangle while
     /// accumulating).
     fn gram_finish(&self, acc: &mut Grams<Self::Mat>) -> Result<()>;

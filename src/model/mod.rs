@@ -7,6 +7,7 @@
 //! `Qwen2ForCausalLM` (q/k/v bias), `Qwen3ForCausalLM` (q/k norms, explicit `head_dim`);
 //! GQA; tied or separate `lm_head`; weights in F32 / F16 / BF16.
 
+pub mod calib;
 pub mod config;
 pub mod eval;
 pub mod files;

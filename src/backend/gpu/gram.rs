@@ -197,6 +197,72 @@ pub(crate) fn update(
     Ok(())
 }
 
+/// [`update`] from device-resident `d × tokens` matrices: each chunk of tokens (whole
+/// columns, contiguous in the buffer) is copied on the device into the stream buffers the
+/// kernel binds at offset 0 (a copy needs only 4-byte alignment, a binding offset needs
+/// `min_storage_buffer_offset_alignment`), then accumulated as before. No host transfer.
+pub(crate) fn update_mat(
+    be: &GpuBackend,
+    acc: &mut Grams<GpuMat>,
+    x: &GpuMat,
+    xq: Option<&GpuMat>,
+) -> Result<()> {
+    let d = acc.h.rows;
+    let tokens = x.cols;
+    assert_eq!(
+        x.rows, d,
+        "gram_update_mat: x has {} rows, want {d}",
+        x.rows
+    );
+    assert_eq!(
+        xq.is_some(),
+        acc.g.is_some(),
+        "gram_update_mat: xq iff mismatched"
+    );
+    if let Some(xq) = xq {
+        assert_eq!((xq.rows, xq.cols), (d, tokens), "gram_update_mat: xq shape");
+    }
+    if tokens == 0 || d == 0 {
+        return Ok(());
+    }
+    let op = "gram_update";
+    let n_new = acc.n + tokens as u64;
+    let keep0 = (acc.n as f64 / n_new as f64) as f32;
+    let scale = (1.0 / n_new as f64) as f32;
+    let per = be.panel_cols(op, d)?.min((STREAM_BYTES / (4 * d)).max(1));
+    let mut t0 = 0;
+    while t0 < tokens {
+        let t1 = (t0 + per).min(tokens);
+        let keep = if t0 == 0 { keep0 } else { 1.0 };
+        let (off, bytes) = ((t0 * d * 4) as u64, ((t1 - t0) * d * 4) as u64);
+        let xb = be.stream_buffer(0, "gram.x", bytes)?;
+        let xqb = match xq {
+            Some(_) => Some(be.stream_buffer(1, "gram.xq", bytes)?),
+            None => None,
+        };
+        be.op(op, |enc| {
+            enc.copy_buffer_to_buffer(&x.buf, off, &xb, 0, bytes);
+            match (&xqb, xq) {
+                (Some(xqb), Some(xq)) => {
+                    enc.copy_buffer_to_buffer(&xq.buf, off, xqb, 0, bytes);
+                    record_chunk(be, enc, &acc.h, 0, xqb, xqb, t1 - t0, keep, scale)?;
+                    if let Some(g) = &acc.g {
+                        record_chunk(be, enc, g, 1, &xb, xqb, t1 - t0, keep, scale)?;
+                    }
+                    if let Some(dm) = &acc.d {
+                        record_chunk(be, enc, dm, 2, &xb, xqb, t1 - t0, keep, scale)?;
+                    }
+                }
+                _ => record_chunk(be, enc, &acc.h, 0, &xb, &xb, t1 - t0, keep, scale)?,
+            }
+            Ok(())
+        })?;
+        t0 = t1;
+    }
+    acc.n = n_new;
+    Ok(())
+}
+
 /// Copy the lower triangle of a symmetric `d × d` matrix onto its upper triangle.
 fn mirror(be: &GpuBackend, m: &GpuMat) -> Result<()> {
     let op = "gram_finish";

@@ -413,7 +413,26 @@ impl GpuBackend {
         label: &str,
         data: &[u8],
     ) -> Result<wgpu::Buffer> {
-        let len = (data.len() as u64).next_multiple_of(4).max(MIN_BUFFER);
+        let buf = self.stream_buffer(slot, label, data.len() as u64)?;
+        if data.len() % 4 == 0 {
+            self.queue.write_buffer(&buf, 0, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(&buf, 0, &padded);
+        }
+        Ok(buf)
+    }
+
+    /// The reusable stream buffer `slot`, at least `bytes` long (grown when too small, else
+    /// kept). Its contents are whatever was last written to it.
+    pub(crate) fn stream_buffer(
+        &self,
+        slot: usize,
+        label: &str,
+        bytes: u64,
+    ) -> Result<wgpu::Buffer> {
+        let len = bytes.next_multiple_of(4).max(MIN_BUFFER);
         self.check_size(label, len)?;
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         if streams.len() <= slot {
@@ -436,14 +455,6 @@ impl GpuBackend {
                 b
             }
         };
-        drop(streams);
-        if data.len() % 4 == 0 {
-            self.queue.write_buffer(&buf, 0, data);
-        } else {
-            let mut padded = data.to_vec();
-            padded.resize(data.len().next_multiple_of(4), 0);
-            self.queue.write_buffer(&buf, 0, &padded);
-        }
         Ok(buf)
     }
 
@@ -774,6 +785,15 @@ impl Backend for GpuBackend {
         tokens: usize,
     ) -> Result<()> {
         gram::update(self, acc, x, xq, tokens)
+    }
+
+    fn gram_update_mat(
+        &self,
+        acc: &mut Grams<GpuMat>,
+        x: &GpuMat,
+        xq: Option<&GpuMat>,
+    ) -> Result<()> {
+        gram::update_mat(self, acc, x, xq)
     }
 
     fn gram_finish(&self, acc: &mut Grams<GpuMat>) -> Result<()> {
