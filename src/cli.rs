@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Quantize one linear layer from a case file; print one JSON line.
     Layer(LayerArgs),
+    /// Quantize every linear of a Hugging Face model folder, block by block; write a folder.
+    Quantize(QuantizeArgs),
     /// Perplexity of a Hugging Face model folder on a text file; print one JSON line.
     Eval(EvalArgs),
     /// List the GPU adapters and say which one `--device auto` picks.
@@ -48,6 +50,139 @@ pub struct SynthArgs {
     pub no_xq: bool,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatStreamArg {
+    /// The float block fed with the quantized stream's input (the reference's rule).
+    Block,
+    /// A second stream carries the float model through all blocks.
+    Model,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// Dequantized weights under the input's names (safetensors), everything else copied.
+    Fake,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Hugging Face model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Calibration text (UTF-8), tokenized whole without special tokens; repeat the flag for
+    /// several files (their token streams are concatenated in the order given).
+    #[arg(long, required = true)]
+    pub calib: Vec<PathBuf>,
+    /// Output folder (must not exist; written under a temporary name, renamed at the end).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = FormatArg::Fake)]
+    pub format: FormatArg,
+    /// dtype of the dequantized weights in `fake` output.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub dtype: DtypeArg,
+    #[arg(long, value_enum, default_value_t = MethodArg::Qronos)]
+    pub method: MethodArg,
+    #[arg(long, default_value_t = 4)]
+    pub bits: u32,
+    /// Input columns per scale group; -1 = one group per output row.
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
+    pub group_size: i64,
+    #[arg(long, conflicts_with = "asym")]
+    pub sym: bool,
+    #[arg(long)]
+    pub asym: bool,
+    /// Act-order with static groups (the default; trivial g_idx).
+    #[arg(long, conflicts_with_all = ["desc_act", "no_act_order"])]
+    pub act_order: bool,
+    /// Sweep in the original column order.
+    #[arg(long, conflicts_with = "desc_act")]
+    pub no_act_order: bool,
+    /// Act-order with groups in the permuted order (permuted g_idx).
+    #[arg(long)]
+    pub desc_act: bool,
+    /// Group parameters from the original weights (implied by act-order).
+    #[arg(long)]
+    pub static_groups: bool,
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
+    pub damp_percent: f32,
+    #[arg(long, default_value_t = 1e-6, allow_hyphen_values = true)]
+    pub qronos_alpha: f32,
+    #[arg(long, default_value_t = 128)]
+    pub block_size: usize,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+    /// Calibration windows.
+    #[arg(long, default_value_t = 128)]
+    pub nsamples: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 2048)]
+    pub seqlen: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    #[arg(long, value_enum, default_value_t = FloatStreamArg::Block)]
+    pub float_stream: FloatStreamArg,
+    #[arg(long, value_enum, default_value_t = ObjectivesArg::Exact)]
+    pub objectives: ObjectivesArg,
+    /// After quantizing: perplexity of the float and the quantized model on this text.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    #[arg(long, default_value_t = 2048)]
+    pub eval_seqlen: usize,
+    /// Use only the first N characters of the --eval text.
+    #[arg(long)]
+    pub eval_max_chars: Option<usize>,
+    /// No per-linear lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl QuantizeArgs {
+    pub fn config(&self) -> Result<qronos::model::quantize::PipelineConfig> {
+        let act_order = !self.no_act_order && !self.desc_act;
+        let layer = QuantConfig {
+            method: match self.method {
+                MethodArg::Rtn => Method::Rtn,
+                MethodArg::Gptq => Method::Gptq,
+                MethodArg::Qronos => Method::Qronos,
+            },
+            bits: self.bits,
+            group_size: GroupSize::from_i64(self.group_size)?,
+            sym: !self.asym,
+            act_order,
+            desc_act: self.desc_act,
+            static_groups: self.static_groups,
+            damp_percent: self.damp_percent,
+            qronos_alpha: self.qronos_alpha,
+            block_size: self.block_size,
+            objectives: self.objectives == ObjectivesArg::Exact,
+            ..QuantConfig::default()
+        };
+        layer.validate()?;
+        if self.nsamples == 0 || self.seqlen < 2 {
+            return Err(Error::config(
+                "--nsamples / --seqlen",
+                "need at least one calibration window of at least 2 tokens",
+            ));
+        }
+        Ok(qronos::model::quantize::PipelineConfig {
+            layer,
+            float_stream: match self.float_stream {
+                FloatStreamArg::Block => qronos::model::quantize::FloatStream::Block,
+                FloatStreamArg::Model => qronos::model::quantize::FloatStream::Model,
+            },
+            chunk_tokens: None,
+        })
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

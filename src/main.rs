@@ -18,7 +18,7 @@ use qronos::io::case::Case;
 use qronos::io::{write_atomic, OutTensor, SafetensorsFile};
 use qronos::{quantize_layer, LayerResult, Progress, QuantConfig};
 
-use cli::{Cli, Command, DeviceArg, EvalArgs, LayerArgs, SynthArgs};
+use cli::{Cli, Command, DeviceArg, EvalArgs, LayerArgs, QuantizeArgs, SynthArgs};
 
 /// Transparent huge pages for the big matrices (see `qronos::alloc`).
 #[global_allocator]
@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Layer(args) => layer(&args),
         Command::Eval(args) => eval(&args),
+        Command::Quantize(args) => quantize(&args),
         Command::Devices => devices(),
         Command::Synth(args) => synth(&args),
     };
@@ -230,6 +231,200 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         "gflop": flop / 1e9,
         "gflop_per_second": flop / 1e9 / r.forward_seconds,
         "peak_rss_mb": peak_rss_mb(),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// Per-linear lines on stderr (one JSON object each), around the pipeline's own progress.
+struct LinearLog<'a, S> {
+    inner: S,
+    quiet: bool,
+    progress: &'a std::cell::RefCell<LogProgress>,
+}
+
+impl<S: qronos::model::quantize::Sink> qronos::model::quantize::Sink for LinearLog<'_, S> {
+    fn linear(&mut self, block: usize, name: &str, r: &LayerResult) -> qronos::Result<()> {
+        self.inner.linear(block, name, r)?;
+        if !self.quiet {
+            self.progress.borrow().done();
+            eprintln!(
+                "{}",
+                json!({
+                    "linear": name, "m": r.m, "d": r.d,
+                    "objective": {
+                        "mismatched": r.objective.map(|o| o.mismatched),
+                        "standard": r.objective.map(|o| o.standard),
+                    },
+                    "damping": r.damping, "retries": r.retries, "fallback": r.fallback,
+                    "seconds": r.timings.total,
+                })
+            );
+        }
+        Ok(())
+    }
+}
+
+struct SharedProgress<'a>(&'a std::cell::RefCell<LogProgress>);
+impl Progress for SharedProgress<'_> {
+    fn update(&mut self, stage: &str, done: u64, total: u64) -> bool {
+        self.0.borrow_mut().update(stage, done, total)
+    }
+}
+
+fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
+    use qronos::model::export::{copy_side_files, FakeWriter, OutDir};
+    use qronos::model::quantize::quantize_model;
+    use qronos::model::{calib, ModelDir, Tokenizer};
+    let t_start = Instant::now();
+    let cfg = args.config()?;
+    let model = ModelDir::open(&args.model)?;
+    let tok = Tokenizer::open(&args.model, &model.config)?;
+    let mut ids = Vec::new();
+    for f in &args.calib {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --calib {}", f.display()))?;
+        ids.extend(tok.encode(&text, false)?);
+    }
+    let what = args
+        .calib
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let windows = calib::windows(&ids, args.nsamples, args.seqlen, args.seed, &what)?;
+    let eval_text = match &args.eval {
+        Some(p) => {
+            let mut t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading --eval {}", p.display()))?;
+            if let Some(n) = args.eval_max_chars {
+                if let Some((i, _)) = t.char_indices().nth(n) {
+                    t.truncate(i);
+                }
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let out = OutDir::create(&args.model, &args.out)?;
+    let (dtype, dtype_name) = match args.dtype {
+        cli::DtypeArg::F32 => (safetensors::Dtype::F32, "float32"),
+        cli::DtypeArg::F16 => (safetensors::Dtype::F16, "float16"),
+        cli::DtypeArg::Bf16 => (safetensors::Dtype::BF16, "bfloat16"),
+    };
+    copy_side_files(&model, out.path(), Some(dtype_name))?;
+    let progress = std::cell::RefCell::new(LogProgress::new());
+    let writer = FakeWriter::create(&model, out.path(), dtype)?;
+    let mut sink = LinearLog {
+        inner: writer,
+        quiet: args.quiet,
+        progress: &progress,
+    };
+    let picked = pick_device(args.device)?;
+    let (rep, device, adapter) = match picked {
+        Picked::Cpu => {
+            let b = CpuBackend::new();
+            let r = quantize_model(&b, &model, &windows, &cfg, &mut sink, &mut SharedProgress(&progress))?;
+            (r, "cpu".to_string(), format!("faer ({} threads)", rayon_threads()))
+        }
+        Picked::Gpu(choice) => {
+            let b = GpuBackend::new(choice)?;
+            let r = quantize_model(&b, &model, &windows, &cfg, &mut sink, &mut SharedProgress(&progress))?;
+            (r, "gpu".to_string(), b.info().adapter)
+        }
+    };
+    progress.borrow().done();
+    sink.inner.finish()?;
+    let quant_seconds = t_start.elapsed().as_secs_f64();
+
+    // perplexity of the float and the quantized model (read back from the written folder)
+    let mut ppl = serde_json::Value::Null;
+    if let Some(text) = &eval_text {
+        let ecfg = qronos::model::EvalConfig {
+            seqlen: args.eval_seqlen,
+            ..Default::default()
+        };
+        let eids = tok.encode(text, false)?;
+        let qmodel = ModelDir::open(out.path())?;
+        let run = |m: &ModelDir| -> anyhow::Result<qronos::model::EvalResult> {
+            let mut p = SharedProgress(&progress);
+            Ok(match picked {
+                Picked::Cpu => qronos::model::perplexity(&CpuBackend::new(), m, &eids, tok.bos_token_id, &ecfg, &mut p)?,
+                Picked::Gpu(choice) => qronos::model::perplexity(&GpuBackend::new(choice)?, m, &eids, tok.bos_token_id, &ecfg, &mut p)?,
+            })
+        };
+        let f = run(&model)?;
+        let q = run(&qmodel)?;
+        progress.borrow().done();
+        ppl = json!({
+            "data": args.eval.as_ref().map(|p| p.display().to_string()),
+            "seqlen": f.seqlen, "windows": f.windows, "tokens": f.tokens, "protocol": f.protocol.name(),
+            "float": f.ppl, "quantized": q.ppl,
+        });
+    }
+    let lc = &cfg.layer;
+    let linears: Vec<serde_json::Value> = rep
+        .linears
+        .iter()
+        .map(|l| {
+            json!({
+                "block": l.block, "module": l.module, "m": l.m, "d": l.d,
+                "objective": {
+                    "mismatched": l.objective.map(|o| o.mismatched),
+                    "standard": l.objective.map(|o| o.standard),
+                },
+                "damping": l.damping, "retries": l.retries, "fallback": l.fallback,
+                "seconds": l.seconds,
+            })
+        })
+        .collect();
+    let s = &rep.seconds;
+    let report = json!({
+        "qronos": env!("CARGO_PKG_VERSION"),
+        "model": args.model.display().to_string(),
+        "architecture": model.config.arch.hf_name(),
+        "format": "fake",
+        "dtype": dtype_name,
+        "config": {
+            "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),
+            "sym": lc.sym, "act_order": lc.act_order, "desc_act": lc.desc_act,
+            "static_groups": lc.static_groups(), "damp_percent": lc.damp_percent,
+            "qronos_alpha": lc.qronos_alpha, "block_size": lc.block_size,
+            "objectives": lc.objectives, "float_stream": cfg.float_stream.name(),
+        },
+        "calibration": {
+            "files": args.calib.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "tokens_in_text": ids.len(), "nsamples": args.nsamples, "seqlen": args.seqlen,
+            "seed": args.seed,
+            "rule": "files tokenized whole without special tokens and concatenated; \
+                     random.seed(seed); start = random.randint(0, n - seqlen - 1) per window \
+                     (CPython's Mersenne Twister)",
+        },
+        "device": device, "adapter": adapter,
+        "seconds": {
+            "embed": s.embed, "load": s.load, "capture": s.capture, "gram": s.gram,
+            "quantize": s.quantize, "write": s.sink, "advance": s.advance,
+            "total": quant_seconds,
+        },
+        "peak_rss_mb": peak_rss_mb(),
+        "perplexity": ppl,
+        "linears": linears,
+    });
+    let rpath = out.path().join("report.json");
+    std::fs::write(&rpath, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", rpath.display()))?;
+    let target = out.commit()?;
+    let mis: Vec<f64> = rep.linears.iter().filter_map(|l| l.objective.map(|o| o.mismatched)).collect();
+    let line = json!({
+        "out": target.display().to_string(),
+        "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),
+        "float_stream": cfg.float_stream.name(),
+        "linears": rep.linears.len(),
+        "fallbacks": rep.linears.iter().filter(|l| l.fallback.is_some()).count(),
+        "mean_objective": if mis.is_empty() { serde_json::Value::Null } else { json!(mis.iter().sum::<f64>() / mis.len() as f64) },
+        "device": report["device"], "seconds": quant_seconds,
+        "peak_rss_mb": report["peak_rss_mb"],
+        "perplexity": report["perplexity"],
     });
     println!("{line}");
     Ok(())

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 
 import safetensors
 import torch
@@ -143,8 +142,14 @@ def make(name, out_root):
     ref_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     d = os.path.join(out_root, name)
+    # remove only what this script writes (stale shards included); other files in the folder
+    # (e.g. llama3-rope/tokenizer.json from make_tiny_tokenizer.py) are kept
     if os.path.isdir(d):
-        shutil.rmtree(d)
+        for f in os.listdir(d):
+            if f.endswith(".safetensors") or f in (
+                    "model.safetensors.index.json", "config.json", "golden.json",
+                    "generation_config.json"):
+                os.remove(os.path.join(d, f))
     model.to(file_dtype).save_pretrained(d, **save_kw)
     gc = os.path.join(d, "generation_config.json")
     if os.path.exists(gc):

@@ -246,6 +246,53 @@ pub fn quantize_layer<B: Backend>(
     Ok(out)
 }
 
+/// Quantize one layer whose calibration statistics are already accumulated on the backend
+/// (the model pipeline's path: several linears share one input's Grams). `w` is row-major
+/// `[m, d]`; `grams` must be finished ([`Backend::gram_finish`]) and hold D when
+/// `cfg.objectives` is set and G ≠ H. The sweep order comes from `diag(H)` as the backend
+/// holds it ([`grams_diag`]).
+pub fn quantize_from_grams<B: Backend>(
+    backend: &B,
+    cfg: &QuantConfig,
+    w: &[f32],
+    m: usize,
+    d: usize,
+    grams: &Grams<B::Mat>,
+    diag: &[f64],
+    progress: &mut dyn Progress,
+) -> Result<LayerResult> {
+    cfg.validate()?;
+    let t_start = Instant::now();
+    assert_eq!(w.len(), m * d, "w length");
+    assert_eq!(diag.len(), d, "diag length");
+    let mut t = Timings::default();
+    let t0 = Instant::now();
+    let w0 = backend.upload(m, d, &to_col_major(w, m, d))?;
+    t.load = t0.elapsed().as_secs_f64();
+    let mut out = loop_with_retries(backend, cfg, &w0, Some(grams), diag, m, d, &mut t, progress)?;
+    let t0 = Instant::now();
+    if cfg.objectives {
+        tick(progress, "objectives", 0, 1)?;
+        out.objective = objective::compute(backend, &w0, &out, grams)?;
+    }
+    t.objectives = t0.elapsed().as_secs_f64();
+    t.total = t_start.elapsed().as_secs_f64();
+    out.timings = t;
+    Ok(out)
+}
+
+/// `diag(H)` of finished Grams, read back as `d` values (never the `d × d` matrix):
+/// `dot_cols(H, I)` picks each diagonal entry exactly.
+pub fn grams_diag<B: Backend>(backend: &B, grams: &Grams<B::Mat>) -> Result<Vec<f64>> {
+    let d = backend.shape(&grams.h).0;
+    let mut eye = backend.zeros(d, d)?;
+    let one = backend.upload(1, 1, &[1.0])?;
+    backend.add_diag(&mut eye, 1.0, &one)?;
+    let r = crate::backend::Region::all(d, d);
+    let diag = backend.download(&backend.dot_cols(&grams.h, r, &eye, r)?)?;
+    Ok(diag.into_iter().map(f64::from).collect())
+}
+
 /// Accumulates the Gram matrices on the backend; also returns `diag(H)` computed on the host
 /// (f64) so ordering decisions (act-order, dead columns) never need a readback and are the
 /// same on every backend.

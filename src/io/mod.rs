@@ -12,6 +12,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 pub mod case;
+pub mod writer;
 
 use crate::{Error, Result};
 
@@ -122,6 +123,13 @@ impl SafetensorsFile {
             ));
         }
         Ok(Some(F32Tensor { shape, data }))
+    }
+
+    /// A tensor's dtype, shape and raw little-endian bytes (borrowed from the map), or `None`.
+    pub fn raw_tensor(&self, name: &str) -> Option<(Dtype, Vec<usize>, &[u8])> {
+        let st = SafeTensors::deserialize(&self.mmap).expect("validated in open");
+        let view = st.tensor(name).ok()?;
+        Some((view.dtype(), view.shape().to_vec(), view.data()))
     }
 
     /// Shape and dtype of a tensor, or `None` if absent (reads only the header).

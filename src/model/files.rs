@@ -69,6 +69,19 @@ impl ModelDir {
         }
     }
 
+    /// Every tensor name in the weight files, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.map.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A tensor's dtype, shape and raw bytes as stored (for copying it unchanged).
+    pub fn raw(&self, name: &str) -> Option<(Dtype, Vec<usize>, &[u8])> {
+        let &i = self.map.get(name)?;
+        self.shards[i].raw_tensor(name)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.map.contains_key(name)
     }

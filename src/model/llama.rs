@@ -219,10 +219,26 @@ impl<M> Block<M> {
         &self,
         be: &B,
         c: &ModelConfig,
-        mut x: M,
+        x: M,
         rope: &M,
         taps: &mut dyn Taps<M>,
     ) -> Result<M> {
+        Ok(self
+            .forward_to(be, c, x, rope, taps, None)?
+            .expect("runs to the end without a stop site"))
+    }
+
+    /// [`Block::forward`] that stops right after the tap at `stop` (returning `None`): the
+    /// calibration pipeline needs the input of one linear group and nothing after it.
+    pub fn forward_to<B: Forward<Mat = M>>(
+        &self,
+        be: &B,
+        c: &ModelConfig,
+        mut x: M,
+        rope: &M,
+        taps: &mut dyn Taps<M>,
+        stop: Option<Site>,
+    ) -> Result<Option<M>> {
         let (hidden, t) = be.shape(&x);
         let seqlen = be.shape(rope).1;
         let all = Region::all(hidden, t);
@@ -230,6 +246,9 @@ impl<M> Block<M> {
 
         let mut h = be.rmsnorm(&x, &self.input_layernorm, hidden, c.rms_norm_eps)?;
         taps.input(Site::Qkv, &mut h)?;
+        if stop == Some(Site::Qkv) {
+            return Ok(None);
+        }
         let mut q = a.q_proj.forward(be, &h)?;
         let mut k = a.k_proj.forward(be, &h)?;
         let v = a.v_proj.forward(be, &h)?;
@@ -250,22 +269,60 @@ impl<M> Block<M> {
         let mut o = be.attention(&q, &k, &v, &spec)?;
         drop((q, k, v));
         taps.input(Site::O, &mut o)?;
+        if stop == Some(Site::O) {
+            return Ok(None);
+        }
         let o = a.o_proj.forward(be, &o)?;
         be.axpy(&mut x, all, 1.0, &o, all, None)?;
         drop(o);
 
         let mut h = be.rmsnorm(&x, &self.post_attention_layernorm, hidden, c.rms_norm_eps)?;
         taps.input(Site::GateUp, &mut h)?;
+        if stop == Some(Site::GateUp) {
+            return Ok(None);
+        }
         let mut g = self.mlp.gate_proj.forward(be, &h)?;
         let u = self.mlp.up_proj.forward(be, &h)?;
         drop(h);
         be.silu_mul(&mut g, &u)?;
         drop(u);
         taps.input(Site::Down, &mut g)?;
+        if stop == Some(Site::Down) {
+            return Ok(None);
+        }
         let d = self.mlp.down_proj.forward(be, &g)?;
         be.axpy(&mut x, all, 1.0, &d, all, None)?;
-        Ok(x)
+        Ok(Some(x))
     }
+
+    /// The linear `module` (`"self_attn.q_proj"`, …) of this block.
+    pub fn linear_mut(&mut self, module: &str) -> &mut Linear<M> {
+        match module {
+            "self_attn.q_proj" => &mut self.self_attn.q_proj,
+            "self_attn.k_proj" => &mut self.self_attn.k_proj,
+            "self_attn.v_proj" => &mut self.self_attn.v_proj,
+            "self_attn.o_proj" => &mut self.self_attn.o_proj,
+            "mlp.gate_proj" => &mut self.mlp.gate_proj,
+            "mlp.up_proj" => &mut self.mlp.up_proj,
+            "mlp.down_proj" => &mut self.mlp.down_proj,
+            other => panic!("no linear {other} in a block"),
+        }
+    }
+}
+
+impl Site {
+    /// The linears that read this input, in checkpoint names relative to the block.
+    pub fn modules(self) -> &'static [&'static str] {
+        match self {
+            Site::Qkv => &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+            Site::O => &["self_attn.o_proj"],
+            Site::GateUp => &["mlp.gate_proj", "mlp.up_proj"],
+            Site::Down => &["mlp.down_proj"],
+        }
+    }
+
+    /// True-sequential order.
+    pub const ALL: [Site; 4] = [Site::Qkv, Site::O, Site::GateUp, Site::Down];
 }
 
 /// The parts outside the blocks: embedding, final norm, lm_head (the embedding when tied).

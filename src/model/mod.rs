@@ -10,8 +10,10 @@
 pub mod calib;
 pub mod config;
 pub mod eval;
+pub mod export;
 pub mod files;
 pub mod llama;
+pub mod quantize;
 pub mod tokenizer;
 
 pub use config::{Arch, ModelConfig, RopeScaling};

@@ -1,0 +1,338 @@
+//! The model pipeline (`qronos quantize`): every linear of every decoder block, one block
+//! resident at a time, with sequential two-stream calibration (DESIGN §2).
+//!
+//! Data flow: the calibration windows are embedded once into the **quantized stream** (and,
+//! with [`FloatStream::Model`], a second **float stream**). For each block:
+//! 1. load the block twice — the float block `F` and the block `Q` whose linears are replaced
+//!    as they are quantized;
+//! 2. for each input group in true-sequential order (q/k/v → o → gate/up → down):
+//!    - `X̃` = the group's input in `Q` fed with the quantized stream (everything quantized so
+//!      far already acts on it), `X` = the group's input in `F` fed with the quantized stream
+//!      (`Block`, the reference's rule) or with the float stream (`Model`);
+//!    - `H = X̃ᵀX̃/N`, `G = XᵀX̃/N` (and `D` for exact objectives) accumulated on the backend
+//!      from the device-resident activations ([`Backend::gram_update_mat`]), once per group;
+//!    - each linear of the group quantized from those Grams, its dequantized weights put into
+//!      `Q`, the result handed to the [`Sink`];
+//! 3. advance the streams through `Q` (and `F`), drop both blocks.
+//!
+//! With `Block` the q/k/v input is the same in both blocks (nothing of this block is
+//! quantized yet), so `X̃ = X` there and no `G` / `D` is formed.
+//!
+//! [`Backend::gram_update_mat`]: crate::backend::Backend::gram_update_mat
+
+use std::time::Instant;
+
+use super::eval::CHUNK_TOKENS;
+use super::files::ModelDir;
+use super::llama::{load_embedding, Block, Site, Taps};
+use crate::algo::{grams_diag, quantize_from_grams, LayerResult, Objectives, Progress, QuantConfig};
+use crate::backend::{forward::rope_table, Forward};
+use crate::{Error, Result};
+
+/// Where the float inputs `X` come from (DESIGN §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatStream {
+    /// The float block fed with the quantized model's block input (the reference's rule):
+    /// `X` and `X̃` differ only by what is quantized inside the block.
+    Block,
+    /// A second stream carries the float model through all blocks, so `G` also corrects the
+    /// error accumulated in earlier blocks.
+    Model,
+}
+
+impl FloatStream {
+    pub fn name(self) -> &'static str {
+        match self {
+            FloatStream::Block => "block",
+            FloatStream::Model => "model",
+        }
+    }
+}
+
+/// The pipeline's settings (the layer settings are applied to every linear).
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub layer: QuantConfig,
+    pub float_stream: FloatStream,
+    /// Tokens per forward chunk (whole windows); `None` = [`CHUNK_TOKENS`].
+    pub chunk_tokens: Option<usize>,
+}
+
+/// What the pipeline measured for one linear.
+#[derive(Clone, Debug)]
+pub struct LinearReport {
+    pub block: usize,
+    /// Relative to the block, e.g. `self_attn.q_proj`.
+    pub module: String,
+    pub m: usize,
+    pub d: usize,
+    pub objective: Option<Objectives>,
+    pub damping: Option<f64>,
+    pub retries: u32,
+    pub fallback: Option<String>,
+    pub seconds: f64,
+}
+
+/// Wall-clock seconds per pipeline stage (summed over blocks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageSeconds {
+    pub embed: f64,
+    /// Block weights converted and uploaded.
+    pub load: f64,
+    /// Forwards to the group inputs (both streams).
+    pub capture: f64,
+    pub gram: f64,
+    pub quantize: f64,
+    /// Handing results to the sink (the writer).
+    pub sink: f64,
+    /// Advancing the streams through the quantized (and float) block.
+    pub advance: f64,
+}
+
+/// What the pipeline did.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineReport {
+    pub linears: Vec<LinearReport>,
+    pub seconds: StageSeconds,
+    pub calibration_tokens: usize,
+}
+
+/// Receives each quantized linear as soon as it is done (the checkpoint writer).
+pub trait Sink {
+    /// `name` is the full checkpoint name without `.weight`
+    /// (`model.layers.3.self_attn.q_proj`).
+    fn linear(&mut self, block: usize, name: &str, r: &LayerResult) -> Result<()>;
+}
+
+/// Takes the input of one linear group out of a forward that stops there.
+struct Grab<M> {
+    site: Site,
+    empty: Option<M>,
+    got: Option<M>,
+}
+
+impl<M> Taps<M> for Grab<M> {
+    fn input(&mut self, site: Site, x: &mut M) -> Result<()> {
+        if site == self.site {
+            let empty = self.empty.take().expect("one tap per forward");
+            self.got = Some(std::mem::replace(x, empty));
+        }
+        Ok(())
+    }
+}
+
+/// The input of `site` in `block` for the stream chunk `x` (kept).
+fn capture<B: Forward>(
+    be: &B,
+    block: &Block<B::Mat>,
+    m: &ModelDir,
+    x: &B::Mat,
+    rope: &B::Mat,
+    site: Site,
+) -> Result<B::Mat> {
+    let mut grab = Grab {
+        site,
+        empty: Some(be.zeros(0, 0)?),
+        got: None,
+    };
+    let x = be.permute(x, None, None)?;
+    block.forward_to(be, &m.config, x, rope, &mut grab, Some(site))?;
+    Ok(grab.got.expect("the forward reaches its stop site"))
+}
+
+fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
+    if p.update(stage, done, total) {
+        Ok(())
+    } else {
+        Err(Error::Cancelled)
+    }
+}
+
+/// Quantize every linear of `m` with calibration `windows` (all of one length). See the
+/// module docs. Progress stages: `"blocks"` (done / total blocks) and `"linears"`.
+pub fn quantize_model<B: Forward>(
+    be: &B,
+    m: &ModelDir,
+    windows: &[Vec<u32>],
+    cfg: &PipelineConfig,
+    sink: &mut dyn Sink,
+    progress: &mut dyn Progress,
+) -> Result<PipelineReport> {
+    cfg.layer.validate()?;
+    let c = &m.config;
+    let seqlen = windows.first().map_or(0, Vec::len);
+    assert!(
+        seqlen > 0 && windows.iter().all(|w| w.len() == seqlen),
+        "calibration windows must be non-empty and of one length"
+    );
+    c.check_seqlen(&m.dir, seqlen)?;
+    let mut rep = PipelineReport {
+        calibration_tokens: windows.len() * seqlen,
+        ..Default::default()
+    };
+    let per = (cfg.chunk_tokens.unwrap_or(CHUNK_TOKENS) / seqlen).max(1);
+    let chunks: Vec<Vec<u32>> = windows.chunks(per).map(|w| w.concat()).collect();
+    for (i, &id) in chunks.iter().flatten().enumerate() {
+        if id as usize >= c.vocab_size {
+            return Err(Error::config(
+                "--calib",
+                format!("token {i} is id {id}, outside the vocabulary of {}", c.vocab_size),
+            ));
+        }
+    }
+
+    let t0 = Instant::now();
+    let table = load_embedding(be, m)?;
+    let mut xq = Vec::with_capacity(chunks.len());
+    for ids in &chunks {
+        xq.push(be.gather(&table, &be.upload_idx(ids)?)?);
+    }
+    drop(table);
+    let mut xf = match cfg.float_stream {
+        FloatStream::Block => None,
+        FloatStream::Model => Some(
+            xq.iter()
+                .map(|x| be.permute(x, None, None))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    let rope = be.upload(c.head_dim, seqlen, &rope_table(&c.inv_freq(), seqlen))?;
+    rep.seconds.embed = t0.elapsed().as_secs_f64();
+
+    let nblocks = c.num_hidden_layers;
+    let nlinears = (nblocks * 7) as u64;
+    for b in 0..nblocks {
+        tick(progress, "blocks", b as u64, nblocks as u64)?;
+        let t0 = Instant::now();
+        let fblock = Block::load(be, m, b)?;
+        let mut qblock = Block::load(be, m, b)?;
+        rep.seconds.load += t0.elapsed().as_secs_f64();
+        for site in Site::ALL {
+            quantize_group(
+                be, m, cfg, b, site, &fblock, &mut qblock, &xq, xf.as_deref(), &rope, sink,
+                &mut rep, progress, nlinears,
+            )?;
+        }
+        let t0 = Instant::now();
+        for s in xq.iter_mut() {
+            let x = std::mem::replace(s, be.zeros(0, 0)?);
+            *s = qblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+        }
+        if let Some(xf) = xf.as_mut() {
+            for s in xf.iter_mut() {
+                let x = std::mem::replace(s, be.zeros(0, 0)?);
+                *s = fblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+            }
+        }
+        be.finish()?;
+        rep.seconds.advance += t0.elapsed().as_secs_f64();
+    }
+    tick(progress, "blocks", nblocks as u64, nblocks as u64)?;
+    Ok(rep)
+}
+
+/// One input group of block `b`: Grams from both streams, then each of its linears.
+#[allow(clippy::too_many_arguments)]
+fn quantize_group<B: Forward>(
+    be: &B,
+    m: &ModelDir,
+    cfg: &PipelineConfig,
+    b: usize,
+    site: Site,
+    fblock: &Block<B::Mat>,
+    qblock: &mut Block<B::Mat>,
+    xq: &[B::Mat],
+    xf: Option<&[B::Mat]>,
+    rope: &B::Mat,
+    sink: &mut dyn Sink,
+    rep: &mut PipelineReport,
+    progress: &mut dyn Progress,
+    nlinears: u64,
+) -> Result<()> {
+    let lc = &cfg.layer;
+    let needs_data = lc.method != crate::Method::Rtn || lc.objectives;
+    // q/k/v under the block rule: both blocks see the same input, X̃ = X exactly
+    let same = site == Site::Qkv && cfg.float_stream == FloatStream::Block;
+    let grams = if needs_data {
+        let mut acc = None;
+        for (ci, x_q) in xq.iter().enumerate() {
+            let t0 = Instant::now();
+            let xt = capture(be, qblock, m, x_q, rope, site)?;
+            let x = if same {
+                None
+            } else {
+                let src = xf.map_or(x_q, |f| &f[ci]);
+                Some(capture(be, fblock, m, src, rope, site)?)
+            };
+            be.finish()?;
+            rep.seconds.capture += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            let d = be.shape(&xt).0;
+            let acc = match &mut acc {
+                Some(a) => a,
+                None => acc.insert(be.gram_init(d, !same, lc.objectives && !same)?),
+            };
+            match &x {
+                None => be.gram_update_mat(acc, &xt, None)?,
+                Some(x) => be.gram_update_mat(acc, x, Some(&xt))?,
+            }
+            be.finish()?;
+            rep.seconds.gram += t0.elapsed().as_secs_f64();
+        }
+        let mut acc = acc.expect("at least one chunk");
+        let t0 = Instant::now();
+        be.gram_finish(&mut acc)?;
+        let diag = grams_diag(be, &acc)?;
+        rep.seconds.gram += t0.elapsed().as_secs_f64();
+        Some((acc, diag))
+    } else {
+        None
+    };
+    for module in site.modules() {
+        let t0 = Instant::now();
+        let name = format!("model.layers.{b}.{module}");
+        let lin = qblock.linear_mut(module);
+        let (out, inp) = (lin.out_features, lin.in_features);
+        let w = m.tensor(&format!("{name}.weight"), &[out, inp])?;
+        let r = match &grams {
+            Some((acc, diag)) => {
+                quantize_from_grams(be, lc, &w, out, inp, acc, diag, &mut crate::NoProgress)?
+            }
+            None => {
+                let input = crate::LayerInput {
+                    w: &w,
+                    m: out,
+                    d: inp,
+                    calib: crate::Calibration::Tokens {
+                        x: &[],
+                        xq: None,
+                        n: 0,
+                    },
+                };
+                crate::quantize_layer(be, lc, &input, &mut crate::NoProgress)?
+            }
+        };
+        lin.w = be.upload(inp, out, &r.q)?;
+        let secs = t0.elapsed().as_secs_f64();
+        rep.seconds.quantize += secs;
+        let t1 = Instant::now();
+        sink.linear(b, &name, &r)?;
+        rep.seconds.sink += t1.elapsed().as_secs_f64();
+        if let Some(f) = &r.fallback {
+            log::warn!("{name}: {f}");
+        }
+        rep.linears.push(LinearReport {
+            block: b,
+            module: module.to_string(),
+            m: out,
+            d: inp,
+            objective: r.objective,
+            damping: r.damping,
+            retries: r.retries,
+            fallback: r.fallback.clone(),
+            seconds: secs,
+        });
+        tick(progress, "linears", rep.linears.len() as u64, nlinears)?;
+    }
+    Ok(())
+}
