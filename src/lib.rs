@@ -63,7 +63,7 @@ pub mod model;
 pub mod synth;
 
 pub use algo::{
-    grams_diag, quantize_from_grams, quantize_layer, Calibration, GroupSize, LayerInput, LayerResult, Method, NoProgress,
-    Objectives, Progress, QuantConfig, Timings,
+    grams_diag, quantize_from_grams, quantize_layer, Calibration, GroupSize, LayerInput,
+    LayerResult, Method, NoProgress, Objectives, Progress, QuantConfig, Timings,
 };
 pub use error::{Error, Result};

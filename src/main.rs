@@ -324,12 +324,30 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     let (rep, device, adapter) = match picked {
         Picked::Cpu => {
             let b = CpuBackend::new();
-            let r = quantize_model(&b, &model, &windows, &cfg, &mut sink, &mut SharedProgress(&progress))?;
-            (r, "cpu".to_string(), format!("faer ({} threads)", rayon_threads()))
+            let r = quantize_model(
+                &b,
+                &model,
+                &windows,
+                &cfg,
+                &mut sink,
+                &mut SharedProgress(&progress),
+            )?;
+            (
+                r,
+                "cpu".to_string(),
+                format!("faer ({} threads)", rayon_threads()),
+            )
         }
         Picked::Gpu(choice) => {
             let b = GpuBackend::new(choice)?;
-            let r = quantize_model(&b, &model, &windows, &cfg, &mut sink, &mut SharedProgress(&progress))?;
+            let r = quantize_model(
+                &b,
+                &model,
+                &windows,
+                &cfg,
+                &mut sink,
+                &mut SharedProgress(&progress),
+            )?;
             (r, "gpu".to_string(), b.info().adapter)
         }
     };
@@ -349,8 +367,22 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         let run = |m: &ModelDir| -> anyhow::Result<qronos::model::EvalResult> {
             let mut p = SharedProgress(&progress);
             Ok(match picked {
-                Picked::Cpu => qronos::model::perplexity(&CpuBackend::new(), m, &eids, tok.bos_token_id, &ecfg, &mut p)?,
-                Picked::Gpu(choice) => qronos::model::perplexity(&GpuBackend::new(choice)?, m, &eids, tok.bos_token_id, &ecfg, &mut p)?,
+                Picked::Cpu => qronos::model::perplexity(
+                    &CpuBackend::new(),
+                    m,
+                    &eids,
+                    tok.bos_token_id,
+                    &ecfg,
+                    &mut p,
+                )?,
+                Picked::Gpu(choice) => qronos::model::perplexity(
+                    &GpuBackend::new(choice)?,
+                    m,
+                    &eids,
+                    tok.bos_token_id,
+                    &ecfg,
+                    &mut p,
+                )?,
             })
         };
         let f = run(&model)?;
@@ -414,7 +446,11 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     std::fs::write(&rpath, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", rpath.display()))?;
     let target = out.commit()?;
-    let mis: Vec<f64> = rep.linears.iter().filter_map(|l| l.objective.map(|o| o.mismatched)).collect();
+    let mis: Vec<f64> = rep
+        .linears
+        .iter()
+        .filter_map(|l| l.objective.map(|o| o.mismatched))
+        .collect();
     let line = json!({
         "out": target.display().to_string(),
         "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),

@@ -251,6 +251,7 @@ pub fn quantize_layer<B: Backend>(
 /// `[m, d]`; `grams` must be finished ([`Backend::gram_finish`]) and hold D when
 /// `cfg.objectives` is set and G ≠ H. The sweep order comes from `diag(H)` as the backend
 /// holds it ([`grams_diag`]).
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_from_grams<B: Backend>(
     backend: &B,
     cfg: &QuantConfig,

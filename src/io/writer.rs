@@ -72,9 +72,9 @@ impl PlannedWriter {
         }
         let mut head = serde_json::to_vec(&header).expect("JSON of strings and numbers");
         head.resize(head.len().next_multiple_of(8), b' ');
-        let name = path
-            .file_name()
-            .ok_or_else(|| Error::config("--out", format!("{}: not a file path", path.display())))?;
+        let name = path.file_name().ok_or_else(|| {
+            Error::config("--out", format!("{}: not a file path", path.display()))
+        })?;
         let tmp = path.with_file_name(format!(
             ".{}.tmp-{}",
             name.to_string_lossy(),

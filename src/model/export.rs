@@ -29,7 +29,8 @@ pub struct OutDir {
 impl OutDir {
     /// Check `target` against the input folder and create the temporary folder.
     pub fn create(input: &Path, target: &Path) -> Result<OutDir> {
-        let bad = |reason: String| Error::config("--out", format!("{}: {reason}", target.display()));
+        let bad =
+            |reason: String| Error::config("--out", format!("{}: {reason}", target.display()));
         if target.exists() {
             return Err(bad("already exists; refusing to overwrite it".into()));
         }
@@ -54,7 +55,11 @@ impl OutDir {
                 input.display()
             )));
         }
-        let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         if tmp.exists() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
@@ -186,8 +191,7 @@ impl<'m> FakeWriter<'m> {
     /// Plan `dir/model.safetensors` and write its header and the tensors outside the blocks.
     pub fn create(m: &'m ModelDir, dir: &Path, dtype: Dtype) -> Result<FakeWriter<'m>> {
         let nb = m.config.num_hidden_layers;
-        let quantized: std::collections::HashSet<String> =
-            (0..nb).flat_map(linear_names).collect();
+        let quantized: std::collections::HashSet<String> = (0..nb).flat_map(linear_names).collect();
         let mut head = Vec::new();
         let mut block_rest = vec![Vec::new(); nb];
         for name in m.names() {
@@ -248,6 +252,7 @@ impl Sink for FakeWriter<'_> {
             }
             self.blocks_started += 1;
         }
-        self.w.write(&format!("{name}.weight"), &encode(&r.q, self.dtype))
+        self.w
+            .write(&format!("{name}.weight"), &encode(&r.q, self.dtype))
     }
 }

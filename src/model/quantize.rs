@@ -25,7 +25,9 @@ use std::time::Instant;
 use super::eval::CHUNK_TOKENS;
 use super::files::ModelDir;
 use super::llama::{load_embedding, Block, Site, Taps};
-use crate::algo::{grams_diag, quantize_from_grams, LayerResult, Objectives, Progress, QuantConfig};
+use crate::algo::{
+    grams_diag, quantize_from_grams, LayerResult, Objectives, Progress, QuantConfig,
+};
 use crate::backend::{forward::rope_table, Forward};
 use crate::{Error, Result};
 
@@ -176,7 +178,10 @@ pub fn quantize_model<B: Forward>(
         if id as usize >= c.vocab_size {
             return Err(Error::config(
                 "--calib",
-                format!("token {i} is id {id}, outside the vocabulary of {}", c.vocab_size),
+                format!(
+                    "token {i} is id {id}, outside the vocabulary of {}",
+                    c.vocab_size
+                ),
             ));
         }
     }
@@ -209,8 +214,20 @@ pub fn quantize_model<B: Forward>(
         rep.seconds.load += t0.elapsed().as_secs_f64();
         for site in Site::ALL {
             quantize_group(
-                be, m, cfg, b, site, &fblock, &mut qblock, &xq, xf.as_deref(), &rope, sink,
-                &mut rep, progress, nlinears,
+                be,
+                m,
+                cfg,
+                b,
+                site,
+                &fblock,
+                &mut qblock,
+                &xq,
+                xf.as_deref(),
+                &rope,
+                sink,
+                &mut rep,
+                progress,
+                nlinears,
             )?;
         }
         let t0 = Instant::now();
