@@ -62,23 +62,35 @@ fn main() -> ExitCode {
 /// line for tools), and `info` log lines at 25 % steps (`RUST_LOG=info`).
 struct LogProgress {
     last: Option<(String, u64)>,
-    tty: bool,
-    start: Instant,
+    /// Live bars (indicatif) when stderr is a terminal: one per stage, with rate and ETA.
+    bars: Option<(
+        indicatif::MultiProgress,
+        Vec<(String, indicatif::ProgressBar)>,
+    )>,
 }
 
 impl LogProgress {
     fn new() -> Self {
         LogProgress {
             last: None,
-            tty: std::io::stderr().is_terminal(),
-            start: Instant::now(),
+            bars: std::io::stderr()
+                .is_terminal()
+                .then(|| (indicatif::MultiProgress::new(), Vec::new())),
         }
     }
 
-    /// Clears the status line before the result is printed.
+    /// Clears the bars before the result is printed.
     fn done(&self) {
-        if self.tty && self.last.is_some() {
-            eprint!("\r\x1b[2K");
+        if let Some((multi, _)) = &self.bars {
+            let _ = multi.clear();
+        }
+    }
+
+    /// A line on stderr that does not tear the bars.
+    fn println(&self, line: &str) {
+        match &self.bars {
+            Some((multi, _)) => multi.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
         }
     }
 }
@@ -86,9 +98,24 @@ impl LogProgress {
 impl Progress for LogProgress {
     fn update(&mut self, stage: &str, done: u64, total: u64) -> bool {
         let pct = (done * 100).checked_div(total).unwrap_or(100);
-        if self.tty {
-            let t = self.start.elapsed().as_secs_f64();
-            eprint!("\r\x1b[2K[{t:6.1}s] {stage}: {done}/{total} ({pct}%)");
+        if let Some((multi, bars)) = &mut self.bars {
+            let bar = match bars.iter().position(|(s, _)| s == stage) {
+                Some(i) => &bars[i].1,
+                None => {
+                    let b = multi.add(indicatif::ProgressBar::new(total));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta}",
+                        )
+                        .expect("valid template"),
+                    );
+                    b.set_prefix(stage.to_string());
+                    bars.push((stage.to_string(), b));
+                    &bars.last().expect("just pushed").1
+                }
+            };
+            bar.set_length(total);
+            bar.set_position(done);
         }
         let bucket = pct / 25;
         if self.last.as_ref() != Some(&(stage.to_string(), bucket)) {
@@ -247,10 +274,8 @@ impl<S: qronos::model::quantize::Sink> qronos::model::quantize::Sink for LinearL
     fn linear(&mut self, block: usize, name: &str, r: &LayerResult) -> qronos::Result<()> {
         self.inner.linear(block, name, r)?;
         if !self.quiet {
-            self.progress.borrow().done();
-            eprintln!(
-                "{}",
-                json!({
+            self.progress.borrow().println(
+                &json!({
                     "linear": name, "m": r.m, "d": r.d,
                     "objective": {
                         "mismatched": r.objective.map(|o| o.mismatched),
@@ -259,6 +284,7 @@ impl<S: qronos::model::quantize::Sink> qronos::model::quantize::Sink for LinearL
                     "damping": r.damping, "retries": r.retries, "fallback": r.fallback,
                     "seconds": r.timings.total,
                 })
+                .to_string(),
             );
         }
         Ok(())
