@@ -181,6 +181,7 @@ impl QuantizeArgs {
                 FloatStreamArg::Model => qronos::model::quantize::FloatStream::Model,
             },
             chunk_tokens: None,
+            float_cache_bytes: None,
         })
     }
 }

@@ -56,12 +56,23 @@ fn run<B: Forward>(
     fs: FloatStream,
     layer: QuantConfig,
 ) -> (PipelineReport, Vec<(String, LayerResult)>) {
+    run_with(be, m, fs, layer, None)
+}
+
+fn run_with<B: Forward>(
+    be: &B,
+    m: &ModelDir,
+    fs: FloatStream,
+    layer: QuantConfig,
+    float_cache_bytes: Option<usize>,
+) -> (PipelineReport, Vec<(String, LayerResult)>) {
     let ids = tokens(4000, m.config.vocab_size as u32, 7);
     let windows = qronos::model::calib::windows(&ids, 8, 32, 0, "test tokens").unwrap();
     let cfg = PipelineConfig {
         layer,
         float_stream: fs,
         chunk_tokens: Some(128),
+        float_cache_bytes,
     };
     let mut sink = Collect(Vec::new());
     let rep = quantize_model(be, m, &windows, &cfg, &mut sink, &mut NoProgress).unwrap();
@@ -144,6 +155,23 @@ fn the_float_stream_mode_changes_the_calibration() {
         (oa.mismatched - ob.mismatched).abs() > 1e-6,
         "block 1 q_proj: {oa:?} vs {ob:?}"
     );
+}
+
+/// Keeping the float block's inputs (one forward per chunk) or recomputing them for every
+/// group gives the same bits, in both float-stream modes.
+#[test]
+fn the_float_input_cache_changes_nothing() {
+    let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
+    for fs in [FloatStream::Block, FloatStream::Model] {
+        let (_, a) = run_with(&CpuBackend::new(), &m, fs, w4(), None);
+        let (_, b) = run_with(&CpuBackend::new(), &m, fs, w4(), Some(0));
+        for ((na, ra), (_, rb)) in a.iter().zip(&b) {
+            assert!(
+                ra.q == rb.q,
+                "{fs:?} {na}: cached and recomputed inputs differ"
+            );
+        }
+    }
 }
 
 /// GPU vs CPU (lavapipe in CI): the same pipeline through the WGSL kernels. Per-linear

@@ -58,6 +58,9 @@ pub struct PipelineConfig {
     pub float_stream: FloatStream,
     /// Tokens per forward chunk (whole windows); `None` = [`CHUNK_TOKENS`].
     pub chunk_tokens: Option<usize>,
+    /// Bytes of float-block inputs kept per block; `None` = [`FLOAT_CACHE_BYTES`], `Some(0)`
+    /// recomputes them for every group (same results, more forwards, less memory).
+    pub float_cache_bytes: Option<usize>,
 }
 
 /// What the pipeline measured for one linear.
@@ -121,6 +124,55 @@ impl<M> Taps<M> for Grab<M> {
         }
         Ok(())
     }
+}
+
+/// Copies of the inputs of every linear group seen by one full forward.
+struct Keep<'b, B: Forward> {
+    be: &'b B,
+    got: Vec<(Site, B::Mat)>,
+}
+
+impl<B: Forward> Taps<B::Mat> for Keep<'_, B> {
+    fn input(&mut self, site: Site, x: &mut B::Mat) -> Result<()> {
+        self.got.push((site, self.be.permute(x, None, None)?));
+        Ok(())
+    }
+}
+
+/// Bytes of float-block inputs the pipeline may keep between groups (see [`float_inputs`]).
+pub const FLOAT_CACHE_BYTES: usize = 512 << 20;
+
+/// The float block `F` never changes while a block is quantized, so one forward per chunk
+/// gives `X` for all four groups (instead of one partial forward per group), when they fit
+/// [`FLOAT_CACHE_BYTES`]. Returns, per chunk, the four inputs in `Site::ALL` order and the
+/// block's output. `None` when they do not fit (then each group recomputes its `X`).
+#[allow(clippy::type_complexity)]
+fn float_inputs<B: Forward>(
+    be: &B,
+    fblock: &Block<B::Mat>,
+    m: &ModelDir,
+    src: &[B::Mat],
+    rope: &B::Mat,
+    budget: usize,
+) -> Result<Option<Vec<(Vec<B::Mat>, B::Mat)>>> {
+    let c = &m.config;
+    let per_token = 3 * c.hidden_size + c.num_attention_heads * c.head_dim + c.intermediate_size;
+    let tokens: usize = src.iter().map(|x| be.shape(x).1).sum();
+    if per_token * tokens * 4 > budget {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(src.len());
+    for x in src {
+        let mut keep = Keep {
+            be,
+            got: Vec::new(),
+        };
+        let y = fblock.forward(be, c, be.permute(x, None, None)?, rope, &mut keep)?;
+        let sites: Vec<Site> = keep.got.iter().map(|(s, _)| *s).collect();
+        assert_eq!(sites, Site::ALL, "one tap per group, in order");
+        out.push((keep.got.into_iter().map(|(_, x)| x).collect(), y));
+    }
+    Ok(Some(out))
 }
 
 /// The input of `site` in `block` for the stream chunk `x` (kept).
@@ -212,7 +264,15 @@ pub fn quantize_model<B: Forward>(
         let fblock = Block::load(be, m, b)?;
         let mut qblock = Block::load(be, m, b)?;
         rep.seconds.load += t0.elapsed().as_secs_f64();
-        for site in Site::ALL {
+        let t0 = Instant::now();
+        let budget = cfg.float_cache_bytes.unwrap_or(FLOAT_CACHE_BYTES);
+        let mut cache = float_inputs(be, &fblock, m, xf.as_deref().unwrap_or(&xq), &rope, budget)?;
+        be.finish()?;
+        rep.seconds.capture += t0.elapsed().as_secs_f64();
+        for (k, site) in Site::ALL.into_iter().enumerate() {
+            let cached: Option<Vec<&B::Mat>> = cache
+                .as_ref()
+                .map(|v| v.iter().map(|(x, _)| &x[k]).collect());
             quantize_group(
                 be,
                 m,
@@ -223,6 +283,7 @@ pub fn quantize_model<B: Forward>(
                 &mut qblock,
                 &xq,
                 xf.as_deref(),
+                cached,
                 &rope,
                 sink,
                 &mut rep,
@@ -236,9 +297,19 @@ pub fn quantize_model<B: Forward>(
             *s = qblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
         }
         if let Some(xf) = xf.as_mut() {
-            for s in xf.iter_mut() {
-                let x = std::mem::replace(s, be.zeros(0, 0)?);
-                *s = fblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+            match cache.take() {
+                // the float block's outputs were computed along with its inputs
+                Some(v) => {
+                    for (s, (_, y)) in xf.iter_mut().zip(v) {
+                        *s = y;
+                    }
+                }
+                None => {
+                    for s in xf.iter_mut() {
+                        let x = std::mem::replace(s, be.zeros(0, 0)?);
+                        *s = fblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+                    }
+                }
             }
         }
         be.finish()?;
@@ -260,6 +331,7 @@ fn quantize_group<B: Forward>(
     qblock: &mut Block<B::Mat>,
     xq: &[B::Mat],
     xf: Option<&[B::Mat]>,
+    cached: Option<Vec<&B::Mat>>,
     rope: &B::Mat,
     sink: &mut dyn Sink,
     rep: &mut PipelineReport,
@@ -275,11 +347,15 @@ fn quantize_group<B: Forward>(
         for (ci, x_q) in xq.iter().enumerate() {
             let t0 = Instant::now();
             let xt = capture(be, qblock, m, x_q, rope, site)?;
-            let x = if same {
+            let owned;
+            let x: Option<&B::Mat> = if same {
                 None
+            } else if let Some(c) = &cached {
+                Some(c[ci])
             } else {
                 let src = xf.map_or(x_q, |f| &f[ci]);
-                Some(capture(be, fblock, m, src, rope, site)?)
+                owned = capture(be, fblock, m, src, rope, site)?;
+                Some(&owned)
             };
             be.finish()?;
             rep.seconds.capture += t0.elapsed().as_secs_f64();
@@ -289,7 +365,7 @@ fn quantize_group<B: Forward>(
                 Some(a) => a,
                 None => acc.insert(be.gram_init(d, !same, lc.objectives && !same)?),
             };
-            match &x {
+            match x {
                 None => be.gram_update_mat(acc, &xt, None)?,
                 Some(x) => be.gram_update_mat(acc, x, Some(&xt))?,
             }
