@@ -48,6 +48,9 @@
 //!   decoder written once against [`backend::Forward`], and perplexity. A model runs block by
 //!   block: embed every window, then load one decoder block, run all windows through it, drop
 //!   it, and so on; the head turns the last hidden states into per-token NLLs on the backend.
+//!   [`model::quantize`] runs the same block loop with two calibration streams and quantizes
+//!   every linear from Grams accumulated on the backend ([`quantize_from_grams`]);
+//!   [`model::export`] writes the result.
 //! - [`synth`]: deterministic synthetic LLM-like layers for demos, tests and benches.
 //! - [`error`]: the library's one error type.
 //! - [`alloc`]: an opt-in global allocator that asks for transparent huge pages (the binary

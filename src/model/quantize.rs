@@ -139,7 +139,8 @@ impl<B: Forward> Taps<B::Mat> for Keep<'_, B> {
     }
 }
 
-/// Bytes of float-block inputs the pipeline may keep between groups (see [`float_inputs`]).
+/// Bytes of float-block inputs the pipeline may keep between the groups of one block (one
+/// float forward per chunk then gives `X` for all four groups).
 pub const FLOAT_CACHE_BYTES: usize = 512 << 20;
 
 /// The float block `F` never changes while a block is quantized, so one forward per chunk
