@@ -131,6 +131,13 @@ pub struct QuantizeArgs {
     pub seed: u32,
     #[arg(long, value_enum, default_value_t = FloatStreamArg::Block)]
     pub float_stream: FloatStreamArg,
+    /// Per-token symmetric fake quantization of every linear's input in the quantized
+    /// stream (W·A·), bits 2..=8 (8 and 4 are the usual).
+    #[arg(long)]
+    pub act_bits: Option<u32>,
+    /// Per-token, per-head symmetric fake quantization of K and V in the quantized stream.
+    #[arg(long)]
+    pub kv_bits: Option<u32>,
     #[arg(long, value_enum, default_value_t = ObjectivesArg::Exact)]
     pub objectives: ObjectivesArg,
     /// After quantizing: perplexity of the float and the quantized model on this text.
@@ -168,6 +175,13 @@ impl QuantizeArgs {
             ..QuantConfig::default()
         };
         layer.validate()?;
+        for (flag, v) in [("--act-bits", self.act_bits), ("--kv-bits", self.kv_bits)] {
+            if let Some(b) = v {
+                if !(2..=8).contains(&b) {
+                    return Err(Error::config(flag, format!("{b}: must be in 2..=8")));
+                }
+            }
+        }
         if self.nsamples == 0 || self.seqlen < 2 {
             return Err(Error::config(
                 "--nsamples / --seqlen",
@@ -181,6 +195,8 @@ impl QuantizeArgs {
                 FloatStreamArg::Model => qronos::model::quantize::FloatStream::Model,
             },
             chunk_tokens: None,
+            act_bits: self.act_bits,
+            kv_bits: self.kv_bits,
             float_cache_bytes: None,
         })
     }

@@ -449,6 +449,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             "static_groups": lc.static_groups(), "damp_percent": lc.damp_percent,
             "qronos_alpha": lc.qronos_alpha, "block_size": lc.block_size,
             "objectives": lc.objectives, "float_stream": cfg.float_stream.name(),
+            "act_bits": cfg.act_bits, "kv_bits": cfg.kv_bits,
         },
         "calibration": {
             "files": args.calib.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
@@ -481,6 +482,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         "out": target.display().to_string(),
         "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),
         "float_stream": cfg.float_stream.name(),
+        "act_bits": cfg.act_bits, "kv_bits": cfg.kv_bits,
         "linears": rep.linears.len(),
         "fallbacks": rep.linears.iter().filter(|l| l.fallback.is_some()).count(),
         "mean_objective": if mis.is_empty() { serde_json::Value::Null } else { json!(mis.iter().sum::<f64>() / mis.len() as f64) },

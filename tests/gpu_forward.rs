@@ -478,3 +478,90 @@ fn nll_agrees_and_is_deterministic() {
         }
     }
 }
+
+/// Test data for fake_quant: random values over a wide range of column scales, plus, per
+/// `dim`-segment kind, exact ties, all-zero segments (one of −0s) and a negative maximum.
+fn fake_quant_input(rng: &mut Rng, rows: usize, tokens: usize, dim: usize, bits: u32) -> Vec<f32> {
+    let qmax = ((1u32 << (bits - 1)) - 1) as f32;
+    let mut x = Vec::with_capacity(rows * tokens);
+    for t in 0..tokens {
+        // column scales 2^-6 .. 2^6: no subnormal scales, no overflow
+        let gain = (2f32).powi((t % 13) as i32 - 6);
+        x.extend(rng.vec(rows).iter().map(|v| gain * 3.0 * v));
+    }
+    let segs = rows / dim;
+    for t in 0..tokens {
+        for g in 0..segs {
+            let seg = &mut x[t * rows + g * dim..t * rows + (g + 1) * dim];
+            match (t * segs + g) % 5 {
+                // ties: the max is ±qmax · s with s a power of two, the rest (k + ½) · s with
+                // |k + ½| < qmax, so x / s is exactly a half (s = a / qmax is exact too)
+                0 | 1 => {
+                    let s = (2f32).powi((t % 7) as i32 - 5);
+                    let sign = if t % 2 == 0 { 1.0 } else { -1.0 };
+                    for v in seg.iter_mut() {
+                        let k = rng.below(2 * qmax as usize) as f32 - qmax;
+                        *v = (k + 0.5) * s;
+                    }
+                    seg[rng.below(dim)] = sign * qmax * s;
+                }
+                2 if t % 3 == 0 => seg.fill(if g % 2 == 0 { 0.0 } else { -0.0 }),
+                _ => {}
+            }
+        }
+    }
+    x
+}
+
+#[test]
+fn fake_quant_is_bit_exact() {
+    let cpu = CpuBackend::new();
+    // 2 KiB: panels of a few columns. A 72-row column is 288 B, a multiple of the storage
+    // offset alignment, so those panels start on a boundary; 45 rows (180 B) do not, which
+    // exercises the element offset inside the binding.
+    for (gpu, label) in gpus(2048) {
+        let mut rng = Rng::new(40);
+        let tokens = 37;
+        for (rows, dim) in [(72, 72), (72, 8), (45, 45), (45, 9)] {
+            for bits in [8, 4] {
+                let x = fake_quant_input(&mut rng, rows, tokens, dim, bits);
+                assert!(non_finite(&x).is_empty());
+                let mut gx = gpu.upload(rows, tokens, &x).unwrap();
+                gpu.fake_quant(&mut gx, dim, bits).unwrap();
+                let mut cx = cpu.upload(rows, tokens, &x).unwrap();
+                cpu.fake_quant(&mut cx, dim, bits).unwrap();
+                let (g, c) = (gpu.download(&gx).unwrap(), cpu.download(&cx).unwrap());
+                let what = format!("fake_quant {rows}×{tokens} dim {dim} bits {bits} ({label})");
+                // not vacuous: values moved, and at most 2^bits levels per segment
+                assert!(
+                    c.iter().zip(&x).any(|(a, b)| a != b),
+                    "{what}: nothing changed"
+                );
+                for seg in c.chunks(dim) {
+                    let mut lv = seg.to_vec();
+                    lv.sort_by(f32::total_cmp);
+                    lv.dedup(); // by value: −0 and +0 are one level
+                    assert!(lv.len() <= 1 << bits, "{what}: {} levels", lv.len());
+                }
+                // every mismatch, with its place and input (a tie flip shows as x / s = k + ½)
+                let bad: Vec<String> = (0..g.len())
+                    .filter(|&i| g[i].to_bits() != c[i].to_bits())
+                    .map(|i| {
+                        let (t, r) = (i / rows, i % rows);
+                        format!(
+                            "(row {r}, col {t}) x {:e}: gpu {:e} cpu {:e}",
+                            x[i], g[i], c[i]
+                        )
+                    })
+                    .collect();
+                assert!(
+                    bad.is_empty(),
+                    "{what}: {} of {} differ:\n  {}",
+                    bad.len(),
+                    g.len(),
+                    bad.join("\n  ")
+                );
+            }
+        }
+    }
+}

@@ -72,6 +72,8 @@ fn run_with<B: Forward>(
         layer,
         float_stream: fs,
         chunk_tokens: Some(128),
+        act_bits: None,
+        kv_bits: None,
         float_cache_bytes,
     };
     let mut sink = Collect(Vec::new());
@@ -172,6 +174,50 @@ fn the_float_input_cache_changes_nothing() {
             );
         }
     }
+}
+
+/// `--act-bits` / `--kv-bits`: the quantized stream's linear inputs (and K, V) are
+/// fake-quantized, so even block 0's q/k/v see X̃ ≠ X, and coarser activations cost more.
+#[test]
+fn activation_and_kv_quantization_reach_the_quantized_stream() {
+    let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
+    let ids = tokens(4000, m.config.vocab_size as u32, 7);
+    let windows = qronos::model::calib::windows(&ids, 8, 32, 0, "test tokens").unwrap();
+    let mut mean = Vec::new();
+    for (act, kv) in [(None, None), (Some(8), None), (Some(4), Some(4))] {
+        let cfg = PipelineConfig {
+            layer: w4(),
+            float_stream: FloatStream::Block,
+            chunk_tokens: Some(128),
+            act_bits: act,
+            kv_bits: kv,
+            float_cache_bytes: None,
+        };
+        let mut sink = Collect(Vec::new());
+        let rep = quantize_model(
+            &CpuBackend::new(),
+            &m,
+            &windows,
+            &cfg,
+            &mut sink,
+            &mut NoProgress,
+        )
+        .unwrap();
+        let o = rep.linears[0].objective.unwrap();
+        if act.is_some() {
+            assert!((o.mismatched - o.standard).abs() > 1e-6, "{act:?}: {o:?}");
+        }
+        let all: Vec<f64> = rep
+            .linears
+            .iter()
+            .map(|l| l.objective.unwrap().mismatched)
+            .collect();
+        mean.push(all.iter().sum::<f64>() / all.len() as f64);
+    }
+    assert!(
+        mean[2] > mean[1],
+        "A4/KV4 should cost more than A8: {mean:?}"
+    );
 }
 
 /// GPU vs CPU (lavapipe in CI): the same pipeline through the WGSL kernels. Per-linear

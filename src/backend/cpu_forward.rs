@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::cpu::CpuBackend;
 use super::forward::{AttnSpec, Forward};
+use crate::grid::round_ties_even;
 use crate::Result;
 
 thread_local! {
@@ -53,6 +54,27 @@ pub(crate) fn rmsnorm_segment(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let r = 1.0 / (ss / x.len() as f32 + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
         *o = g * (v * r);
+    }
+}
+
+/// Largest code of a `bits`-bit signed grid, `2^(bits−1) − 1` (as the exact small float).
+fn fake_quant_qmax(bits: u32) -> f32 {
+    ((1u32 << (bits - 1)) - 1) as f32
+}
+
+/// [`Forward::fake_quant`] of one segment: `s = max |x| / qmax`, then
+/// `x ← s · clamp(round(x / s), −qmax − 1, qmax)`, ties to even, a zero segment untouched.
+/// Written op for op like `shaders/fake_quant.wgsl` (a true division `x / s`, not a product
+/// with `1/s`; the clamp as compare-and-replace) so that the two agree bit for bit.
+pub(crate) fn fake_quant_segment(x: &mut [f32], qmax: f32) {
+    // max is exact in any order, so the GPU's tree finds the same `a`
+    let a = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    if a == 0.0 {
+        return;
+    }
+    let s = a / qmax;
+    for v in x.iter_mut() {
+        *v = s * round_ties_even(*v / s).clamp(-qmax - 1.0, qmax);
     }
 }
 
@@ -234,6 +256,25 @@ impl Forward for CpuBackend {
         Ok(())
     }
 
+    fn fake_quant(&self, x: &mut Mat<f32>, dim: usize, bits: u32) -> Result<()> {
+        let rows = x.nrows();
+        assert!(
+            (2..=8).contains(&bits),
+            "fake_quant: bits {bits} not in 2..=8"
+        );
+        assert!(
+            dim > 0 && rows % dim == 0,
+            "fake_quant: {rows} rows, segments of {dim}"
+        );
+        let qmax = fake_quant_qmax(bits);
+        par_cols(x, |_, col| {
+            for seg in col.chunks_exact_mut(dim) {
+                fake_quant_segment(seg, qmax);
+            }
+        });
+        Ok(())
+    }
+
     fn nll(&self, logits: &Mat<f32>, targets: &Vec<u32>) -> Result<Mat<f32>> {
         let (vocab, tokens) = (logits.nrows(), logits.ncols());
         assert_eq!(targets.len(), tokens, "nll: one target per column");
@@ -401,6 +442,90 @@ mod tests {
             let den: f64 = want.iter().map(|w| w * w).sum();
             let rel = (num / den).sqrt();
             assert!(rel <= ATTN_REL_TOL, "{s:?}: relative error {rel:e}");
+        }
+    }
+
+    /// Fake quantization by its definition, one scalar at a time, with std's rounding:
+    /// `qmax = 2^(bits−1) − 1`, `s = max |x| / qmax` per segment, `s · clamp(round(x / s))`.
+    fn fake_quant_naive(x: &[f32], rows: usize, dim: usize, bits: u32) -> Vec<f32> {
+        let qmax = (2f32).powi(bits as i32 - 1) - 1.0;
+        let mut out = x.to_vec();
+        for seg in out.chunks_mut(dim) {
+            debug_assert_eq!(rows % dim, 0);
+            let mut a = 0f32;
+            for &v in seg.iter() {
+                if v.abs() > a {
+                    a = v.abs();
+                }
+            }
+            if a == 0.0 {
+                continue;
+            }
+            let s = a / qmax;
+            for v in seg.iter_mut() {
+                let mut q = (*v / s).round_ties_even();
+                if q < -qmax - 1.0 {
+                    q = -qmax - 1.0;
+                }
+                if q > qmax {
+                    q = qmax;
+                }
+                *v = s * q;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fake_quant_matches_brute_force() {
+        let be = CpuBackend::new();
+        let (rows, tokens) = (72, 37);
+        for bits in [8, 4, 2] {
+            let qmax = (1u32 << (bits - 1)) as f32 - 1.0;
+            for dim in [72, 8] {
+                let mut seed = (bits as u64) * 100 + dim as u64;
+                let mut x: Vec<f32> = (0..rows * tokens).map(|_| 3.0 * lcg(&mut seed)).collect();
+                // segment 0 of column 1: exact ties — the max is qmax · s with s = 1/16, the
+                // rest (k + ½) · s with |k + ½| < qmax, so x / s lands on a half exactly and
+                // must round to the even neighbour
+                let s = 0.0625f32;
+                let q = qmax as usize;
+                let seg = &mut x[rows..rows + dim];
+                seg[0] = -qmax * s;
+                for (i, v) in seg.iter_mut().enumerate().skip(1) {
+                    *v = ((i % (2 * q)) as f32 - qmax + 0.5) * s;
+                }
+                // column 2: all zeros (first segment −0) stay exactly as they were
+                x[2 * rows..3 * rows].fill(0.0);
+                x[2 * rows..2 * rows + dim].fill(-0.0);
+                let mut m = be.upload(rows, tokens, &x).unwrap();
+                be.fake_quant(&mut m, dim, bits).unwrap();
+                let got = be.download(&m).unwrap();
+                let want = fake_quant_naive(&x, rows, dim, bits);
+                let bad: Vec<String> = (0..got.len())
+                    .filter(|&i| got[i].to_bits() != want[i].to_bits())
+                    .map(|i| format!("[{i}] x {} got {} want {}", x[i], got[i], want[i]))
+                    .collect();
+                assert!(
+                    bad.is_empty(),
+                    "fake_quant bits {bits} dim {dim}: {} of {} differ: {}",
+                    bad.len(),
+                    got.len(),
+                    bad.join(", ")
+                );
+                // the ties were rounded to even codes (s is a power of two: got / s is exact)
+                for i in 1..dim {
+                    let c = got[rows + i] / s;
+                    assert!(
+                        c.fract() == 0.0 && c % 2.0 == 0.0,
+                        "bits {bits} dim {dim}: tie {} rounded to code {c}",
+                        x[rows + i] / s
+                    );
+                }
+                assert!(got[2 * rows..2 * rows + dim]
+                    .iter()
+                    .all(|v| v.to_bits() == (-0f32).to_bits()));
+            }
         }
     }
 

@@ -106,6 +106,13 @@ pub trait Forward: Backend {
     /// `gate ← silu(gate) ⊙ up` (same shapes).
     fn silu_mul(&self, gate: &mut Self::Mat, up: &Self::Mat) -> Result<()>;
 
+    /// Per-token symmetric fake quantization in place, over each segment of `dim` rows of every
+    /// column (`dim = rows` for a whole token vector; `head_dim` for per-head K/V): with
+    /// `a = max |x|` over the segment and `qmax = 2^(bits−1) − 1`, `s = a / qmax` (a segment of
+    /// zeros stays zero), `x ← s · clamp(round_ties_even(x / s), −qmax − 1, qmax)`.
+    /// Panics unless `bits ∈ 2..=8` and `rows % dim == 0`.
+    fn fake_quant(&self, x: &mut Self::Mat, dim: usize, bits: u32) -> Result<()>;
+
     /// Negative log-likelihood of each column's target: `logits` is `vocab × T`, `targets`
     /// has `T` entries `< vocab`; returns `T × 1`.
     fn nll(&self, logits: &Self::Mat, targets: &Self::Idx) -> Result<Self::Mat>;

@@ -31,6 +31,11 @@ pub trait Taps<M> {
         let _ = (site, x);
         Ok(())
     }
+    /// Sees (and may change) the keys (after rope) and values before attention.
+    fn kv(&mut self, k: &mut M, v: &mut M) -> Result<()> {
+        let _ = (k, v);
+        Ok(())
+    }
 }
 
 /// [`Taps`] that does nothing.
@@ -251,7 +256,7 @@ impl<M> Block<M> {
         }
         let mut q = a.q_proj.forward(be, &h)?;
         let mut k = a.k_proj.forward(be, &h)?;
-        let v = a.v_proj.forward(be, &h)?;
+        let mut v = a.v_proj.forward(be, &h)?;
         drop(h);
         if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
             q = be.rmsnorm(&q, qn, c.head_dim, c.rms_norm_eps)?;
@@ -259,6 +264,7 @@ impl<M> Block<M> {
         }
         be.rope(&mut q, rope, c.head_dim)?;
         be.rope(&mut k, rope, c.head_dim)?;
+        taps.kv(&mut k, &mut v)?;
         let spec = AttnSpec {
             n_heads: c.num_attention_heads,
             n_kv_heads: c.num_key_value_heads,

@@ -16,7 +16,9 @@
 //! 3. advance the streams through `Q` (and `F`), drop both blocks.
 //!
 //! With `Block` the q/k/v input is the same in both blocks (nothing of this block is
-//! quantized yet), so `X̃ = X` there and no `G` / `D` is formed.
+//! quantized yet), so `X̃ = X` there and no `G` / `D` is formed — unless `act_bits` is set:
+//! then every linear's input in the quantized stream is fake-quantized per token (and with
+//! `kv_bits` the keys and values per token and head), which is part of what Qronos corrects.
 //!
 //! [`Backend::gram_update_mat`]: crate::backend::Backend::gram_update_mat
 
@@ -58,6 +60,10 @@ pub struct PipelineConfig {
     pub float_stream: FloatStream,
     /// Tokens per forward chunk (whole windows); `None` = [`CHUNK_TOKENS`].
     pub chunk_tokens: Option<usize>,
+    /// Per-token symmetric fake quantization of every linear's input in the quantized stream
+    /// (`--act-bits`), and of the keys and values per head (`--kv-bits`).
+    pub act_bits: Option<u32>,
+    pub kv_bits: Option<u32>,
     /// Bytes of float-block inputs kept per block; `None` = [`FLOAT_CACHE_BYTES`], `Some(0)`
     /// recomputes them for every group (same results, more forwards, less memory).
     pub float_cache_bytes: Option<usize>,
@@ -126,6 +132,32 @@ impl<M> Taps<M> for Grab<M> {
     }
 }
 
+/// The quantized stream's activation and KV fake quantization, in front of another tap.
+struct QuantTaps<'b, B: Forward, T> {
+    be: &'b B,
+    act_bits: Option<u32>,
+    kv_bits: Option<u32>,
+    head_dim: usize,
+    inner: T,
+}
+
+impl<B: Forward, T: Taps<B::Mat>> Taps<B::Mat> for QuantTaps<'_, B, T> {
+    fn input(&mut self, site: Site, x: &mut B::Mat) -> Result<()> {
+        if let Some(bits) = self.act_bits {
+            let rows = self.be.shape(x).0;
+            self.be.fake_quant(x, rows, bits)?;
+        }
+        self.inner.input(site, x)
+    }
+    fn kv(&mut self, k: &mut B::Mat, v: &mut B::Mat) -> Result<()> {
+        if let Some(bits) = self.kv_bits {
+            self.be.fake_quant(k, self.head_dim, bits)?;
+            self.be.fake_quant(v, self.head_dim, bits)?;
+        }
+        self.inner.kv(k, v)
+    }
+}
+
 /// Copies of the inputs of every linear group seen by one full forward.
 struct Keep<'b, B: Forward> {
     be: &'b B,
@@ -177,6 +209,7 @@ fn float_inputs<B: Forward>(
 }
 
 /// The input of `site` in `block` for the stream chunk `x` (kept).
+/// `quant`: the quantized stream's (act_bits, kv_bits), applied on the way.
 fn capture<B: Forward>(
     be: &B,
     block: &Block<B::Mat>,
@@ -184,15 +217,23 @@ fn capture<B: Forward>(
     x: &B::Mat,
     rope: &B::Mat,
     site: Site,
+    quant: (Option<u32>, Option<u32>),
 ) -> Result<B::Mat> {
-    let mut grab = Grab {
+    let grab = Grab {
         site,
         empty: Some(be.zeros(0, 0)?),
         got: None,
     };
+    let mut taps = QuantTaps {
+        be,
+        act_bits: quant.0,
+        kv_bits: quant.1,
+        head_dim: m.config.head_dim,
+        inner: grab,
+    };
     let x = be.permute(x, None, None)?;
-    block.forward_to(be, &m.config, x, rope, &mut grab, Some(site))?;
-    Ok(grab.got.expect("the forward reaches its stop site"))
+    block.forward_to(be, &m.config, x, rope, &mut taps, Some(site))?;
+    Ok(taps.inner.got.expect("the forward reaches its stop site"))
 }
 
 fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
@@ -295,7 +336,14 @@ pub fn quantize_model<B: Forward>(
         let t0 = Instant::now();
         for s in xq.iter_mut() {
             let x = std::mem::replace(s, be.zeros(0, 0)?);
-            *s = qblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+            let mut taps = QuantTaps {
+                be,
+                act_bits: cfg.act_bits,
+                kv_bits: cfg.kv_bits,
+                head_dim: c.head_dim,
+                inner: super::llama::NoTaps,
+            };
+            *s = qblock.forward(be, c, x, &rope, &mut taps)?;
         }
         if let Some(xf) = xf.as_mut() {
             match cache.take() {
@@ -341,13 +389,15 @@ fn quantize_group<B: Forward>(
 ) -> Result<()> {
     let lc = &cfg.layer;
     let needs_data = lc.method != crate::Method::Rtn || lc.objectives;
-    // q/k/v under the block rule: both blocks see the same input, X̃ = X exactly
-    let same = site == Site::Qkv && cfg.float_stream == FloatStream::Block;
+    // q/k/v under the block rule: both blocks see the same input, X̃ = X exactly (unless the
+    // quantized stream fake-quantizes it)
+    let same =
+        site == Site::Qkv && cfg.float_stream == FloatStream::Block && cfg.act_bits.is_none();
     let grams = if needs_data {
         let mut acc = None;
         for (ci, x_q) in xq.iter().enumerate() {
             let t0 = Instant::now();
-            let xt = capture(be, qblock, m, x_q, rope, site)?;
+            let xt = capture(be, qblock, m, x_q, rope, site, (cfg.act_bits, cfg.kv_bits))?;
             let owned;
             let x: Option<&B::Mat> = if same {
                 None
@@ -355,7 +405,7 @@ fn quantize_group<B: Forward>(
                 Some(c[ci])
             } else {
                 let src = xf.map_or(x_q, |f| &f[ci]);
-                owned = capture(be, fblock, m, src, rope, site)?;
+                owned = capture(be, fblock, m, src, rope, site, (None, None))?;
                 Some(&owned)
             };
             be.finish()?;

@@ -1,7 +1,7 @@
 //! [`Forward`] for the GPU backend: each operation is one launcher of its kernel family. Every
 //! operation records one encoder and reads nothing back; activations stay on the device.
 
-use super::{attention, elementwise, gather, nll, rmsnorm, rope, silu_mul};
+use super::{attention, elementwise, fake_quant, gather, nll, rmsnorm, rope, silu_mul};
 use super::{GpuBackend, GpuIdx, GpuMat};
 use crate::backend::forward::{AttnSpec, Forward};
 use crate::Result;
@@ -29,6 +29,10 @@ impl Forward for GpuBackend {
 
     fn silu_mul(&self, gate: &mut GpuMat, up: &GpuMat) -> Result<()> {
         silu_mul::silu_mul(self, gate, up)
+    }
+
+    fn fake_quant(&self, x: &mut GpuMat, dim: usize, bits: u32) -> Result<()> {
+        fake_quant::fake_quant(self, x, dim, bits)
     }
 
     fn nll(&self, logits: &GpuMat, targets: &GpuIdx) -> Result<GpuMat> {

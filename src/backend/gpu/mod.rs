@@ -8,8 +8,8 @@
 //! - `pipeline`: the only code that creates bind-group layouts and pipelines (cached by a typed
 //!   key, specialised by WGSL `override` constants);
 //! - `gemm`, `gram`, `elementwise`, `dot`, `damping`, `cholesky`, `sweep`: launchers of the
-//!   quantization engine; `gather`, `rmsnorm`, `rope`, `attention`, `silu_mul`, `nll` (and
-//!   `elementwise`'s add_bias): launchers of the forward family, whose
+//!   quantization engine; `gather`, `rmsnorm`, `rope`, `attention`, `silu_mul`, `nll`,
+//!   `fake_quant` (and `elementwise`'s add_bias): launchers of the forward family, whose
 //!   [`Forward`](super::Forward) impl is in `forward`.
 //!
 //! GPU rules kept here (DESIGN §2): nothing is read back except in `download` (damping λ and
@@ -24,6 +24,7 @@ mod cholesky;
 mod damping;
 mod dot;
 mod elementwise;
+mod fake_quant;
 mod forward;
 mod gather;
 mod gemm;
@@ -934,6 +935,7 @@ pub fn param_layouts() -> Vec<(shaders::Shader, ParamLayout)> {
     v.extend(attention::layouts());
     v.extend(silu_mul::layouts());
     v.extend(nll::layouts());
+    v.extend(fake_quant::layouts());
     v
 }
 

@@ -17,6 +17,7 @@ pub enum Shader {
     Attention,
     SiluMul,
     Nll,
+    FakeQuant,
 }
 
 macro_rules! family {
@@ -29,7 +30,7 @@ macro_rules! family {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Gemm,
         Shader::Gram,
         Shader::Elementwise,
@@ -43,6 +44,7 @@ impl Shader {
         Shader::Attention,
         Shader::SiluMul,
         Shader::Nll,
+        Shader::FakeQuant,
     ];
 
     /// Family name (also the file stem).
@@ -61,6 +63,7 @@ impl Shader {
             Shader::Attention => "attention",
             Shader::SiluMul => "silu_mul",
             Shader::Nll => "nll",
+            Shader::FakeQuant => "fake_quant",
         }
     }
 
@@ -80,6 +83,7 @@ impl Shader {
             Shader::Attention => family!("attention.wgsl"),
             Shader::SiluMul => family!("silu_mul.wgsl"),
             Shader::Nll => family!("nll.wgsl"),
+            Shader::FakeQuant => family!("fake_quant.wgsl"),
         }
     }
 }
