@@ -132,6 +132,34 @@ impl SafetensorsFile {
         Some((view.dtype(), view.shape().to_vec(), view.data()))
     }
 
+    /// Drop the pages of `bytes` (a slice of this map) from the process's resident set once
+    /// they have been converted: a model is read once, tensor by tensor, and its mapped pages
+    /// would otherwise all stay counted against the process (the 270 MB SmolLM2 file, a
+    /// 16 GB 8B model). Only whole pages inside the slice are released; failure is harmless.
+    fn release(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let base = self.mmap.as_ptr() as usize;
+            let start = (bytes.as_ptr() as usize - base).next_multiple_of(PAGE);
+            let end = (bytes.as_ptr() as usize - base + bytes.len()) / PAGE * PAGE;
+            if end > start {
+                // SAFETY: the map is a read-only file mapping; MADV_DONTNEED on it only
+                // drops cached pages, which are read from the file again on the next access.
+                // No slice into the range is written to, and later reads see the same bytes.
+                let _ = unsafe {
+                    self.mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
     /// Shape and dtype of a tensor, or `None` if absent (reads only the header).
     pub fn tensor_info(&self, name: &str) -> Option<(Dtype, Vec<usize>)> {
         let st = self.st();
@@ -177,6 +205,7 @@ impl SafetensorsFile {
                 )
             }
         };
+        self.release(bytes);
         if !all_finite(&data) {
             let i = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
             let count = data.iter().filter(|v| !v.is_finite()).count();
