@@ -79,6 +79,8 @@ fn run<B: Forward>(be: &B, c: &Case, seqlen: usize) -> f64 {
         max_tokens: None,
         protocol: Protocol::Standard,
         chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
     };
     perplexity(be, &c.model, &c.ids, None, &cfg, &mut NoProgress)
         .unwrap()

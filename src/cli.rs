@@ -233,6 +233,12 @@ pub struct EvalArgs {
     pub protocol: ProtocolArg,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// Simulate per-token symmetric activation quantization of every linear's input.
+    #[arg(long)]
+    pub act_bits: Option<u32>,
+    /// Simulate per-token, per-head symmetric quantization of K and V.
+    #[arg(long)]
+    pub kv_bits: Option<u32>,
 }
 
 impl EvalArgs {
@@ -246,7 +252,16 @@ impl EvalArgs {
         if self.max_tokens == Some(0) {
             return Err(Error::config("--max-tokens", "0 leaves nothing to score"));
         }
+        for (flag, v) in [("--act-bits", self.act_bits), ("--kv-bits", self.kv_bits)] {
+            if let Some(b) = v {
+                if !(2..=8).contains(&b) {
+                    return Err(Error::config(flag, format!("{b}: must be in 2..=8")));
+                }
+            }
+        }
         Ok(qronos::model::EvalConfig {
+            act_bits: self.act_bits,
+            kv_bits: self.kv_bits,
             seqlen: self.seqlen,
             max_tokens: self.max_tokens,
             protocol: match self.protocol {

@@ -245,6 +245,8 @@ fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         "windows": r.windows,
         "seqlen": r.seqlen,
         "protocol": r.protocol.name(),
+        "act_bits": cfg.act_bits,
+        "kv_bits": cfg.kv_bits,
         "text_tokens": r.text_tokens,
         "device": device,
         "adapter": adapter,
@@ -390,7 +392,9 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         };
         let eids = tok.encode(text, false)?;
         let qmodel = ModelDir::open(out.path())?;
-        let run = |m: &ModelDir| -> anyhow::Result<qronos::model::EvalResult> {
+        let run = |m: &ModelDir,
+                   c: &qronos::model::EvalConfig|
+         -> anyhow::Result<qronos::model::EvalResult> {
             let mut p = SharedProgress(&progress);
             Ok(match picked {
                 Picked::Cpu => qronos::model::perplexity(
@@ -398,7 +402,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
                     m,
                     &eids,
                     tok.bos_token_id,
-                    &ecfg,
+                    c,
                     &mut p,
                 )?,
                 Picked::Gpu(choice) => qronos::model::perplexity(
@@ -406,13 +410,20 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
                     m,
                     &eids,
                     tok.bos_token_id,
-                    &ecfg,
+                    c,
                     &mut p,
                 )?,
             })
         };
-        let f = run(&model)?;
-        let q = run(&qmodel)?;
+        let f = run(&model, &ecfg)?;
+        // the quantized model is evaluated with the activation / KV quantization it was
+        // calibrated for (a property of the runtime, not of the checkpoint)
+        let qcfg = qronos::model::EvalConfig {
+            act_bits: cfg.act_bits,
+            kv_bits: cfg.kv_bits,
+            ..ecfg.clone()
+        };
+        let q = run(&qmodel, &qcfg)?;
         progress.borrow().done();
         ppl = json!({
             "data": args.eval.as_ref().map(|p| p.display().to_string()),

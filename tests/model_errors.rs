@@ -726,6 +726,8 @@ fn sliding_window_shorter_than_the_sequence() {
         max_tokens: None,
         protocol: Protocol::Standard,
         chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
     };
     let err = match perplexity(&CpuBackend::new(), &m, &tokens, None, &cfg, &mut NoProgress) {
         Ok(_) => panic!("a sliding window shorter than seqlen must be an error"),

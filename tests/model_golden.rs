@@ -173,6 +173,8 @@ fn perplexity_path_gives_the_golden_token_nll() {
             max_tokens: None,
             protocol: Protocol::Standard,
             chunk_tokens: Some(g.ids.len()),
+            act_bits: None,
+            kv_bits: None,
         };
         let r = perplexity(&cpu, &m, &text, None, &cfg, &mut NoProgress).unwrap();
         assert_eq!((r.windows, r.tokens), (2, 2 * (g.ids.len() - 1)));
@@ -220,6 +222,8 @@ fn gpu_perplexity_is_deterministic_and_matches_cpu() {
         max_tokens: None,
         protocol: Protocol::Standard,
         chunk_tokens: Some(64),
+        act_bits: None,
+        kv_bits: None,
     };
     let a = perplexity(&gpu, &m, &text, None, &cfg, &mut NoProgress).unwrap();
     let b = perplexity(&gpu, &m, &text, None, &cfg, &mut NoProgress).unwrap();

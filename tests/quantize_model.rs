@@ -255,6 +255,8 @@ fn gpu_pipeline_agrees_with_cpu() {
         max_tokens: None,
         protocol: Protocol::Standard,
         chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
     };
     let mut ppl = Vec::new();
     for (tag, linears) in [("cpu", &lc), ("gpu", &lg)] {
@@ -458,4 +460,32 @@ fn bad_input_is_an_error_and_leaves_no_output() {
         "inside",
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `EvalConfig::act_bits` / `kv_bits` simulate a W·A· runtime: coarser activations and KV
+/// raise the perplexity of the same weights; 8 bits costs little.
+#[test]
+fn evaluation_simulates_activation_quantization() {
+    let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
+    let ids = tokens(2048, m.config.vocab_size as u32, 5);
+    let ppl = |act: Option<u32>, kv: Option<u32>| {
+        let cfg = EvalConfig {
+            seqlen: 64,
+            max_tokens: None,
+            protocol: Protocol::Standard,
+            chunk_tokens: None,
+            act_bits: act,
+            kv_bits: kv,
+        };
+        perplexity(&CpuBackend::new(), &m, &ids, None, &cfg, &mut NoProgress)
+            .unwrap()
+            .ppl
+    };
+    let (f, a8, a4) = (
+        ppl(None, None),
+        ppl(Some(8), Some(8)),
+        ppl(Some(4), Some(4)),
+    );
+    assert!((a8 - f).abs() < 0.02 * f, "A8/KV8 {a8} vs float {f}");
+    assert!(a4 > a8 && a4 != f, "A4/KV4 {a4} vs A8 {a8}");
 }

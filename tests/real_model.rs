@@ -107,6 +107,8 @@ fn first_512_token_logprobs_match_transformers() {
         max_tokens: Some(512),
         protocol: Protocol::Standard,
         chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
     };
     let r = perplexity(&CpuBackend::new(), &m, &first, None, &cfg, &mut NoProgress).unwrap();
     let want: Vec<f64> = g["logprobs_512"]
@@ -153,6 +155,8 @@ fn gpu_forward_matches_cpu_on_the_real_model() {
         max_tokens: Some(256),
         protocol: Protocol::Standard,
         chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
     };
     let c = perplexity(&CpuBackend::new(), &m, &first, None, &cfg, &mut NoProgress).unwrap();
     let r = perplexity(&gpu, &m, &first, None, &cfg, &mut NoProgress).unwrap();

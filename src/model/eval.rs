@@ -19,7 +19,7 @@
 use std::time::Instant;
 
 use super::files::ModelDir;
-use super::llama::{load_embedding, Block, Head, NoTaps};
+use super::llama::{load_embedding, Block, FakeQuantTaps, Head, NoTaps};
 use crate::algo::Progress;
 use crate::backend::{forward::rope_table, Forward};
 use crate::{Error, Result};
@@ -49,6 +49,9 @@ pub struct EvalConfig {
     pub protocol: Protocol,
     /// Tokens per forward chunk (whole windows, at least one); `None` = [`CHUNK_TOKENS`].
     pub chunk_tokens: Option<usize>,
+    /// Simulated activation / KV quantization ([`FakeQuantTaps`]), for W·A· models.
+    pub act_bits: Option<u32>,
+    pub kv_bits: Option<u32>,
 }
 
 impl Default for EvalConfig {
@@ -58,6 +61,8 @@ impl Default for EvalConfig {
             max_tokens: None,
             protocol: Protocol::Standard,
             chunk_tokens: None,
+            act_bits: None,
+            kv_bits: None,
         }
     }
 }
@@ -166,6 +171,7 @@ pub fn run_blocks<B: Forward>(
     m: &ModelDir,
     chunks: &[Vec<u32>],
     seqlen: usize,
+    quant: (Option<u32>, Option<u32>),
     progress: &mut dyn Progress,
 ) -> Result<Vec<B::Mat>> {
     let c = &m.config;
@@ -195,7 +201,14 @@ pub fn run_blocks<B: Forward>(
         let block = Block::load(be, m, i)?;
         for s in streams.iter_mut() {
             let x = std::mem::replace(s, be.zeros(0, 0)?);
-            *s = block.forward(be, c, x, &rope, &mut NoTaps)?;
+            let mut taps = FakeQuantTaps {
+                be,
+                act_bits: quant.0,
+                kv_bits: quant.1,
+                head_dim: c.head_dim,
+                inner: NoTaps,
+            };
+            *s = block.forward(be, c, x, &rope, &mut taps)?;
         }
     }
     tick(progress, "blocks", nblocks, nblocks)?;
@@ -221,7 +234,7 @@ pub fn perplexity<B: Forward>(
     let w = windows(tokens, cfg, bos)?;
     let per = windows_per_chunk(cfg);
     let chunks: Vec<Vec<u32>> = w.ids.chunks(per).map(|c| c.concat()).collect();
-    let streams = run_blocks(be, m, &chunks, l, progress)?;
+    let streams = run_blocks(be, m, &chunks, l, (cfg.act_bits, cfg.kv_bits), progress)?;
 
     let head = Head::load(be, m)?;
     let vocab = m.config.vocab_size;
@@ -315,7 +328,7 @@ pub fn logits<B: Forward>(
     ids: &[u32],
     progress: &mut dyn Progress,
 ) -> Result<Vec<f32>> {
-    let streams = run_blocks(be, m, &[ids.to_vec()], ids.len(), progress)?;
+    let streams = run_blocks(be, m, &[ids.to_vec()], ids.len(), (None, None), progress)?;
     let head = Head::load(be, m)?;
     let s = &streams[0];
     let h = be.rmsnorm(s, &head.norm, be.shape(s).0, m.config.rms_norm_eps)?;

@@ -38,6 +38,34 @@ pub trait Taps<M> {
     }
 }
 
+/// Per-token fake quantization of every linear's input (`act_bits`) and of K and V per head
+/// (`kv_bits`), in front of another tap: how a quantized model's activations are simulated
+/// (the quantization pipeline's quantized stream, and `qronos eval --act-bits`).
+pub struct FakeQuantTaps<'b, B: Forward, T> {
+    pub be: &'b B,
+    pub act_bits: Option<u32>,
+    pub kv_bits: Option<u32>,
+    pub head_dim: usize,
+    pub inner: T,
+}
+
+impl<B: Forward, T: Taps<B::Mat>> Taps<B::Mat> for FakeQuantTaps<'_, B, T> {
+    fn input(&mut self, site: Site, x: &mut B::Mat) -> Result<()> {
+        if let Some(bits) = self.act_bits {
+            let rows = self.be.shape(x).0;
+            self.be.fake_quant(x, rows, bits)?;
+        }
+        self.inner.input(site, x)
+    }
+    fn kv(&mut self, k: &mut B::Mat, v: &mut B::Mat) -> Result<()> {
+        if let Some(bits) = self.kv_bits {
+            self.be.fake_quant(k, self.head_dim, bits)?;
+            self.be.fake_quant(v, self.head_dim, bits)?;
+        }
+        self.inner.kv(k, v)
+    }
+}
+
 /// [`Taps`] that does nothing.
 pub struct NoTaps;
 impl<M> Taps<M> for NoTaps {}

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use super::eval::CHUNK_TOKENS;
 use super::files::ModelDir;
-use super::llama::{load_embedding, Block, Site, Taps};
+use super::llama::{load_embedding, Block, FakeQuantTaps, Site, Taps};
 use crate::algo::{
     grams_diag, quantize_from_grams, LayerResult, Objectives, Progress, QuantConfig,
 };
@@ -132,32 +132,6 @@ impl<M> Taps<M> for Grab<M> {
     }
 }
 
-/// The quantized stream's activation and KV fake quantization, in front of another tap.
-struct QuantTaps<'b, B: Forward, T> {
-    be: &'b B,
-    act_bits: Option<u32>,
-    kv_bits: Option<u32>,
-    head_dim: usize,
-    inner: T,
-}
-
-impl<B: Forward, T: Taps<B::Mat>> Taps<B::Mat> for QuantTaps<'_, B, T> {
-    fn input(&mut self, site: Site, x: &mut B::Mat) -> Result<()> {
-        if let Some(bits) = self.act_bits {
-            let rows = self.be.shape(x).0;
-            self.be.fake_quant(x, rows, bits)?;
-        }
-        self.inner.input(site, x)
-    }
-    fn kv(&mut self, k: &mut B::Mat, v: &mut B::Mat) -> Result<()> {
-        if let Some(bits) = self.kv_bits {
-            self.be.fake_quant(k, self.head_dim, bits)?;
-            self.be.fake_quant(v, self.head_dim, bits)?;
-        }
-        self.inner.kv(k, v)
-    }
-}
-
 /// Copies of the inputs of every linear group seen by one full forward.
 struct Keep<'b, B: Forward> {
     be: &'b B,
@@ -224,7 +198,7 @@ fn capture<B: Forward>(
         empty: Some(be.zeros(0, 0)?),
         got: None,
     };
-    let mut taps = QuantTaps {
+    let mut taps = FakeQuantTaps {
         be,
         act_bits: quant.0,
         kv_bits: quant.1,
@@ -336,7 +310,7 @@ pub fn quantize_model<B: Forward>(
         let t0 = Instant::now();
         for s in xq.iter_mut() {
             let x = std::mem::replace(s, be.zeros(0, 0)?);
-            let mut taps = QuantTaps {
+            let mut taps = FakeQuantTaps {
                 be,
                 act_bits: cfg.act_bits,
                 kv_bits: cfg.kv_bits,
