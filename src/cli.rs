@@ -90,17 +90,8 @@ pub struct QuantizeArgs {
     /// dtype of the dequantized weights in `fake` output.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     pub dtype: DtypeArg,
-    #[arg(long, value_enum, default_value_t = MethodArg::Qronos)]
-    pub method: MethodArg,
-    #[arg(long, default_value_t = 4)]
-    pub bits: u32,
-    /// Input columns per scale group; -1 = one group per output row.
-    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
-    pub group_size: i64,
-    #[arg(long, conflicts_with = "asym")]
-    pub sym: bool,
-    #[arg(long)]
-    pub asym: bool,
+    #[command(flatten)]
+    pub q: QuantFlags,
     /// Act-order with static groups (the default; trivial g_idx).
     #[arg(long, conflicts_with_all = ["desc_act", "no_act_order"])]
     pub act_order: bool,
@@ -110,17 +101,6 @@ pub struct QuantizeArgs {
     /// Act-order with groups in the permuted order (permuted g_idx).
     #[arg(long)]
     pub desc_act: bool,
-    /// Group parameters from the original weights (implied by act-order).
-    #[arg(long)]
-    pub static_groups: bool,
-    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
-    pub damp_percent: f32,
-    #[arg(long, default_value_t = 1e-6, allow_hyphen_values = true)]
-    pub qronos_alpha: f32,
-    #[arg(long, default_value_t = 128)]
-    pub block_size: usize,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    pub device: DeviceArg,
     /// Calibration windows.
     #[arg(long, default_value_t = 128)]
     pub nsamples: usize,
@@ -138,8 +118,6 @@ pub struct QuantizeArgs {
     /// Per-token, per-head symmetric fake quantization of K and V in the quantized stream.
     #[arg(long)]
     pub kv_bits: Option<u32>,
-    #[arg(long, value_enum, default_value_t = ObjectivesArg::Exact)]
-    pub objectives: ObjectivesArg,
     /// After quantizing: perplexity of the float and the quantized model on this text.
     #[arg(long)]
     pub eval: Option<PathBuf>,
@@ -156,25 +134,7 @@ pub struct QuantizeArgs {
 impl QuantizeArgs {
     pub fn config(&self) -> Result<qronos::model::quantize::PipelineConfig> {
         let act_order = !self.no_act_order && !self.desc_act;
-        let layer = QuantConfig {
-            method: match self.method {
-                MethodArg::Rtn => Method::Rtn,
-                MethodArg::Gptq => Method::Gptq,
-                MethodArg::Qronos => Method::Qronos,
-            },
-            bits: self.bits,
-            group_size: GroupSize::from_i64(self.group_size)?,
-            sym: !self.asym,
-            act_order,
-            desc_act: self.desc_act,
-            static_groups: self.static_groups,
-            damp_percent: self.damp_percent,
-            qronos_alpha: self.qronos_alpha,
-            block_size: self.block_size,
-            objectives: self.objectives == ObjectivesArg::Exact,
-            ..QuantConfig::default()
-        };
-        layer.validate()?;
+        let layer = self.q.config(act_order, self.desc_act)?;
         for (flag, v) in [("--act-bits", self.act_bits), ("--kv-bits", self.kv_bits)] {
             if let Some(b) = v {
                 if !(2..=8).contains(&b) {
@@ -297,14 +257,10 @@ pub enum ObjectivesArg {
     None,
 }
 
+/// The per-layer quantization flags shared by `layer` and `quantize` (the act-order flags,
+/// whose defaults differ, stay with each command).
 #[derive(Args, Debug)]
-pub struct LayerArgs {
-    /// Case file: W [m,d] f32 and X [N,d] (+ optional Xq), or H, G [d,d] (+ optional XX).
-    #[arg(long)]
-    pub case: PathBuf,
-    /// Result file (safetensors): Q, codes, scales, zeros, g_idx.
-    #[arg(long)]
-    pub out: PathBuf,
+pub struct QuantFlags {
     #[arg(long, value_enum, default_value_t = MethodArg::Qronos)]
     pub method: MethodArg,
     /// Bits per weight, 2..=8.
@@ -319,13 +275,8 @@ pub struct LayerArgs {
     /// Asymmetric grid with an integer zero point.
     #[arg(long)]
     pub asym: bool,
-    /// Sweep columns by descending diag(H); groups stay contiguous (static parameters).
-    #[arg(long, conflicts_with = "desc_act")]
-    pub act_order: bool,
-    /// Sweep by descending diag(H) with groups in the permuted order (permuted g_idx).
-    #[arg(long)]
-    pub desc_act: bool,
-    /// Group parameters from the original weights instead of during the sweep.
+    /// Group parameters from the original weights instead of during the sweep (implied by
+    /// --act-order).
     #[arg(long)]
     pub static_groups: bool,
     /// GPTQ damping, as a fraction of mean(diag H).
@@ -343,9 +294,9 @@ pub struct LayerArgs {
     pub objectives: ObjectivesArg,
 }
 
-impl LayerArgs {
-    /// The validated library config these flags mean.
-    pub fn config(&self) -> Result<QuantConfig> {
+impl QuantFlags {
+    /// The validated layer config, with the command's act-order choice.
+    pub fn config(&self, act_order: bool, desc_act: bool) -> Result<QuantConfig> {
         let cfg = QuantConfig {
             method: match self.method {
                 MethodArg::Rtn => Method::Rtn,
@@ -355,8 +306,8 @@ impl LayerArgs {
             bits: self.bits,
             group_size: GroupSize::from_i64(self.group_size)?,
             sym: !self.asym,
-            act_order: self.act_order,
-            desc_act: self.desc_act,
+            act_order,
+            desc_act,
             static_groups: self.static_groups,
             damp_percent: self.damp_percent,
             qronos_alpha: self.qronos_alpha,
@@ -365,6 +316,32 @@ impl LayerArgs {
             ..QuantConfig::default()
         };
         cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct LayerArgs {
+    /// Case file: W [m,d] f32 and X [N,d] (+ optional Xq), or H, G [d,d] (+ optional XX).
+    #[arg(long)]
+    pub case: PathBuf,
+    /// Result file (safetensors): Q, codes, scales, zeros, g_idx.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub q: QuantFlags,
+    /// Sweep columns by descending diag(H); groups stay contiguous (static parameters).
+    #[arg(long, conflicts_with = "desc_act")]
+    pub act_order: bool,
+    /// Sweep by descending diag(H) with groups in the permuted order (permuted g_idx).
+    #[arg(long)]
+    pub desc_act: bool,
+}
+
+impl LayerArgs {
+    /// The validated library config these flags mean.
+    pub fn config(&self) -> Result<QuantConfig> {
+        let cfg = self.q.config(self.act_order, self.desc_act)?;
         if qronos::io::same_file(&self.case, &self.out) || self.case == self.out {
             return Err(Error::config(
                 "--out",

@@ -141,7 +141,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
     let mut progress = LogProgress::new();
     let t_init = Instant::now();
     let init;
-    let (mut result, device, adapter) = match pick_device(args.device)? {
+    let (mut result, device, adapter) = match pick_device(args.q.device)? {
         Picked::Cpu => {
             let b = CpuBackend::new();
             init = t_init.elapsed().as_secs_f64();
@@ -348,7 +348,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         quiet: args.quiet,
         progress: &progress,
     };
-    let picked = pick_device(args.device)?;
+    let picked = pick_device(args.q.device)?;
     let (rep, device, adapter) = match picked {
         Picked::Cpu => {
             let b = CpuBackend::new();
