@@ -300,9 +300,86 @@ impl Progress for SharedProgress<'_> {
     }
 }
 
+/// Perplexity runs after quantizing (`--eval`).
+struct EvalJob<'a> {
+    ids: &'a [u32],
+    bos: Option<u32>,
+    cfg: qronos::model::EvalConfig,
+}
+
+/// What `qronos quantize` runs on the chosen backend.
+struct Quantize<'a> {
+    model: &'a qronos::model::ModelDir,
+    windows: &'a [Vec<u32>],
+    cfg: &'a qronos::model::quantize::PipelineConfig,
+    progress: &'a std::cell::RefCell<LogProgress>,
+    out: &'a std::path::Path,
+    t_start: Instant,
+}
+
+struct Quantized {
+    report: qronos::model::quantize::PipelineReport,
+    /// Wall-clock seconds up to the written weights.
+    seconds: f64,
+    /// Float and quantized perplexity.
+    ppl: Option<(qronos::model::EvalResult, qronos::model::EvalResult)>,
+}
+
+impl Quantize<'_> {
+    /// The pipeline, the finished weights, then (with `eval`) the float and the quantized
+    /// model's perplexity — all on one backend.
+    fn on<B: qronos::backend::Forward>(
+        &self,
+        be: &B,
+        mut sink: LinearLog<'_, qronos::model::export::FakeWriter<'_>>,
+        eval: Option<EvalJob<'_>>,
+    ) -> anyhow::Result<Quantized> {
+        use qronos::model::{perplexity, ModelDir};
+        let mut p = SharedProgress(self.progress);
+        let report = qronos::model::quantize::quantize_model(
+            be,
+            self.model,
+            self.windows,
+            self.cfg,
+            &mut sink,
+            &mut p,
+        )?;
+        self.progress.borrow().done();
+        sink.inner.finish()?;
+        let seconds = self.t_start.elapsed().as_secs_f64();
+        let ppl = match eval {
+            None => None,
+            Some(job) => {
+                let f = perplexity(be, self.model, job.ids, job.bos, &job.cfg, &mut p)?;
+                // the quantized model runs with the activation / KV quantization it was
+                // calibrated for (a property of the runtime, not of the checkpoint)
+                let qcfg = qronos::model::EvalConfig {
+                    act_bits: self.cfg.act_bits,
+                    kv_bits: self.cfg.kv_bits,
+                    ..job.cfg.clone()
+                };
+                let q = perplexity(
+                    be,
+                    &ModelDir::open(self.out)?,
+                    job.ids,
+                    job.bos,
+                    &qcfg,
+                    &mut p,
+                )?;
+                self.progress.borrow().done();
+                Some((f, q))
+            }
+        };
+        Ok(Quantized {
+            report,
+            seconds,
+            ppl,
+        })
+    }
+}
+
 fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     use qronos::model::export::{copy_side_files, FakeWriter, OutDir};
-    use qronos::model::quantize::quantize_model;
     use qronos::model::{calib, ModelDir, Tokenizer};
     let t_start = Instant::now();
     let cfg = args.config()?;
@@ -343,88 +420,45 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     copy_side_files(&model, out.path(), Some(dtype_name))?;
     let progress = std::cell::RefCell::new(LogProgress::new());
     let writer = FakeWriter::create(&model, out.path(), dtype)?;
-    let mut sink = LinearLog {
+    let sink = LinearLog {
         inner: writer,
         quiet: args.quiet,
         progress: &progress,
     };
-    let picked = pick_device(args.q.device)?;
-    let (rep, device, adapter) = match picked {
+    let eval_ids = match &eval_text {
+        Some(text) => Some(tok.encode(text, false)?),
+        None => None,
+    };
+    let eval = eval_ids.as_deref().map(|ids| EvalJob {
+        ids,
+        bos: tok.bos_token_id,
+        cfg: qronos::model::EvalConfig {
+            seqlen: args.eval_seqlen,
+            ..Default::default()
+        },
+    });
+    let run = Quantize {
+        model: &model,
+        windows: &windows,
+        cfg: &cfg,
+        progress: &progress,
+        out: out.path(),
+        t_start,
+    };
+    let (done, device, adapter) = match pick_device(args.q.device)? {
         Picked::Cpu => {
             let b = CpuBackend::new();
-            let r = quantize_model(
-                &b,
-                &model,
-                &windows,
-                &cfg,
-                &mut sink,
-                &mut SharedProgress(&progress),
-            )?;
-            (
-                r,
-                "cpu".to_string(),
-                format!("faer ({} threads)", rayon_threads()),
-            )
+            let adapter = format!("faer ({} threads)", rayon_threads());
+            (run.on(&b, sink, eval)?, "cpu".to_string(), adapter)
         }
         Picked::Gpu(choice) => {
             let b = GpuBackend::new(choice)?;
-            let r = quantize_model(
-                &b,
-                &model,
-                &windows,
-                &cfg,
-                &mut sink,
-                &mut SharedProgress(&progress),
-            )?;
-            (r, "gpu".to_string(), b.info().adapter)
+            (run.on(&b, sink, eval)?, "gpu".to_string(), b.info().adapter)
         }
     };
-    progress.borrow().done();
-    sink.inner.finish()?;
-    let quant_seconds = t_start.elapsed().as_secs_f64();
-
-    // perplexity of the float and the quantized model (read back from the written folder)
+    let (rep, quant_seconds) = (done.report, done.seconds);
     let mut ppl = serde_json::Value::Null;
-    if let Some(text) = &eval_text {
-        let ecfg = qronos::model::EvalConfig {
-            seqlen: args.eval_seqlen,
-            ..Default::default()
-        };
-        let eids = tok.encode(text, false)?;
-        let qmodel = ModelDir::open(out.path())?;
-        let run = |m: &ModelDir,
-                   c: &qronos::model::EvalConfig|
-         -> anyhow::Result<qronos::model::EvalResult> {
-            let mut p = SharedProgress(&progress);
-            Ok(match picked {
-                Picked::Cpu => qronos::model::perplexity(
-                    &CpuBackend::new(),
-                    m,
-                    &eids,
-                    tok.bos_token_id,
-                    c,
-                    &mut p,
-                )?,
-                Picked::Gpu(choice) => qronos::model::perplexity(
-                    &GpuBackend::new(choice)?,
-                    m,
-                    &eids,
-                    tok.bos_token_id,
-                    c,
-                    &mut p,
-                )?,
-            })
-        };
-        let f = run(&model, &ecfg)?;
-        // the quantized model is evaluated with the activation / KV quantization it was
-        // calibrated for (a property of the runtime, not of the checkpoint)
-        let qcfg = qronos::model::EvalConfig {
-            act_bits: cfg.act_bits,
-            kv_bits: cfg.kv_bits,
-            ..ecfg.clone()
-        };
-        let q = run(&qmodel, &qcfg)?;
-        progress.borrow().done();
+    if let Some((f, q)) = &done.ppl {
         ppl = json!({
             "data": args.eval.as_ref().map(|p| p.display().to_string()),
             "seqlen": f.seqlen, "windows": f.windows, "tokens": f.tokens, "protocol": f.protocol.name(),

@@ -98,7 +98,8 @@ impl Progress for NoProgress {
     }
 }
 
-fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
+/// Report progress; a `false` from the callback becomes [`Error::Cancelled`].
+pub(crate) fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
     if p.update(stage, done, total) {
         Ok(())
     } else {
@@ -222,7 +223,7 @@ pub fn quantize_layer<B: Backend>(
     backend.finish()?; // stage timings measure completed work, not submission
     t.gram = t0.elapsed().as_secs_f64();
 
-    let mut out = loop_with_retries(
+    finish_layer(
         backend,
         cfg,
         &w0,
@@ -230,15 +231,35 @@ pub fn quantize_layer<B: Backend>(
         &diag,
         m,
         d,
-        &mut t,
+        t,
+        t_start,
         progress,
-    )?;
+    )
+}
+
+/// Factor, sweep (with damping retries), read back and compute the objectives: the stages
+/// after the Grams, shared by [`quantize_layer`] and [`quantize_from_grams`]. `t` holds the
+/// load / gram timings so far.
+#[allow(clippy::too_many_arguments)]
+fn finish_layer<B: Backend>(
+    backend: &B,
+    cfg: &QuantConfig,
+    w0: &B::Mat,
+    grams: Option<&Grams<B::Mat>>,
+    diag: &[f64],
+    m: usize,
+    d: usize,
+    mut t: Timings,
+    t_start: Instant,
+    progress: &mut dyn Progress,
+) -> Result<LayerResult> {
+    let mut out = loop_with_retries(backend, cfg, w0, grams, diag, m, d, &mut t, progress)?;
 
     // ----- objectives -----
     let t0 = Instant::now();
-    if let (true, Some(grams)) = (cfg.objectives, &grams) {
+    if let (true, Some(grams)) = (cfg.objectives, grams) {
         tick(progress, "objectives", 0, 1)?;
-        out.objective = objective::compute(backend, &w0, &out, grams)?;
+        out.objective = objective::compute(backend, w0, &out, grams)?;
     }
     t.objectives = t0.elapsed().as_secs_f64();
     t.total = t_start.elapsed().as_secs_f64();
@@ -270,16 +291,18 @@ pub fn quantize_from_grams<B: Backend>(
     let t0 = Instant::now();
     let w0 = backend.upload(m, d, &to_col_major(w, m, d))?;
     t.load = t0.elapsed().as_secs_f64();
-    let mut out = loop_with_retries(backend, cfg, &w0, Some(grams), diag, m, d, &mut t, progress)?;
-    let t0 = Instant::now();
-    if cfg.objectives {
-        tick(progress, "objectives", 0, 1)?;
-        out.objective = objective::compute(backend, &w0, &out, grams)?;
-    }
-    t.objectives = t0.elapsed().as_secs_f64();
-    t.total = t_start.elapsed().as_secs_f64();
-    out.timings = t;
-    Ok(out)
+    finish_layer(
+        backend,
+        cfg,
+        &w0,
+        Some(grams),
+        diag,
+        m,
+        d,
+        t,
+        t_start,
+        progress,
+    )
 }
 
 /// `diag(H)` of finished Grams, read back as `d` values (never the `d × d` matrix):

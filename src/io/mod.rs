@@ -112,15 +112,8 @@ impl SafetensorsFile {
         if all_finite(&data) {
             return Ok(Some(F32Tensor { shape, data }));
         }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            let count = data.iter().filter(|v| !v.is_finite()).count();
-            return Err(self.tensor_err(
-                name,
-                format!(
-                    "{count} non-finite value(s), first {} at flat index {i}",
-                    data[i]
-                ),
-            ));
+        if let Some(e) = self.non_finite(name, &data) {
+            return Err(e);
         }
         Ok(Some(F32Tensor { shape, data }))
     }
@@ -207,17 +200,24 @@ impl SafetensorsFile {
         };
         self.release(bytes);
         if !all_finite(&data) {
-            let i = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            let count = data.iter().filter(|v| !v.is_finite()).count();
-            return Err(self.tensor_err(
-                name,
-                format!(
-                    "{count} non-finite value(s), first {} at flat index {i}",
-                    data[i]
-                ),
-            ));
+            if let Some(e) = self.non_finite(name, &data) {
+                return Err(e);
+            }
         }
         Ok(Some(data))
+    }
+
+    /// The error for a tensor holding NaN / Inf (how many, the first and where), if it does.
+    fn non_finite(&self, name: &str, data: &[f32]) -> Option<Error> {
+        let i = data.iter().position(|v| !v.is_finite())?;
+        let count = data.iter().filter(|v| !v.is_finite()).count();
+        Some(self.tensor_err(
+            name,
+            format!(
+                "{count} non-finite value(s), first {} at flat index {i}",
+                data[i]
+            ),
+        ))
     }
 
     /// Like [`Self::f32_tensor`] but the tensor must exist.

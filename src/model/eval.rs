@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::files::ModelDir;
 use super::llama::{load_embedding, Block, FakeQuantTaps, Head, NoTaps};
-use crate::algo::Progress;
+use crate::algo::{tick, Progress};
 use crate::backend::{forward::rope_table, Forward};
 use crate::{Error, Result};
 
@@ -146,22 +146,44 @@ pub fn windows(tokens: &[u32], cfg: &EvalConfig, bos: Option<u32>) -> Result<Win
     Ok(Windows { ids, score_from })
 }
 
-fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
-    if p.update(stage, done, total) {
-        Ok(())
-    } else {
-        Err(Error::Cancelled)
-    }
-}
-
 /// Default tokens per forward chunk: GEMMs of 4096 columns run at full speed, and the
 /// chunk's activations stay small enough to be recycled by the allocator instead of being
 /// returned to the kernel and faulted in (zeroed) again at every linear.
 pub const CHUNK_TOKENS: usize = 4096;
 
-/// Window count per forward chunk.
-fn windows_per_chunk(cfg: &EvalConfig) -> usize {
-    (cfg.chunk_tokens.unwrap_or(CHUNK_TOKENS) / cfg.seqlen).max(1)
+/// Whole windows (all of one length) concatenated into forward chunks of about
+/// `chunk_tokens` (default [`CHUNK_TOKENS`]) tokens, at least one window each.
+pub(crate) fn chunk_windows(windows: &[Vec<u32>], chunk_tokens: Option<usize>) -> Vec<Vec<u32>> {
+    let seqlen = windows.first().map_or(1, Vec::len).max(1);
+    let per = (chunk_tokens.unwrap_or(CHUNK_TOKENS) / seqlen).max(1);
+    windows.chunks(per).map(|w| w.concat()).collect()
+}
+
+/// The embedded chunks (`hidden × tokens` each). Ids outside the vocabulary are an error
+/// that names `flag` (where the tokens came from).
+pub(crate) fn embed_chunks<B: Forward>(
+    be: &B,
+    m: &ModelDir,
+    chunks: &[Vec<u32>],
+    flag: &str,
+) -> Result<Vec<B::Mat>> {
+    let vocab = m.config.vocab_size;
+    if let Some((i, &id)) = chunks
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|&(_, &id)| id as usize >= vocab)
+    {
+        return Err(Error::config(
+            flag,
+            format!("token {i} is id {id}, outside the vocabulary of {vocab}"),
+        ));
+    }
+    let table = load_embedding(be, m)?;
+    chunks
+        .iter()
+        .map(|ids| be.gather(&table, &be.upload_idx(ids)?))
+        .collect()
 }
 
 /// Run every decoder block over `chunks` (each a concatenation of whole windows of
@@ -176,25 +198,9 @@ pub fn run_blocks<B: Forward>(
 ) -> Result<Vec<B::Mat>> {
     let c = &m.config;
     c.check_seqlen(&super::config::config_path(&m.dir), seqlen)?;
-    for (i, &id) in chunks.iter().flatten().enumerate() {
-        if id as usize >= c.vocab_size {
-            return Err(Error::config(
-                "token ids",
-                format!(
-                    "token {i} is id {id}, outside the vocabulary of {}",
-                    c.vocab_size
-                ),
-            ));
-        }
-    }
     let nblocks = c.num_hidden_layers as u64;
     tick(progress, "embed", 0, nblocks)?;
-    let table = load_embedding(be, m)?;
-    let mut streams = Vec::with_capacity(chunks.len());
-    for ids in chunks {
-        streams.push(be.gather(&table, &be.upload_idx(ids)?)?);
-    }
-    drop(table);
+    let mut streams = embed_chunks(be, m, chunks, "token ids")?;
     let rope = be.upload(c.head_dim, seqlen, &rope_table(&c.inv_freq(), seqlen))?;
     for i in 0..c.num_hidden_layers {
         tick(progress, "blocks", i as u64, nblocks)?;
@@ -232,8 +238,7 @@ pub fn perplexity<B: Forward>(
     let t0 = Instant::now();
     let l = cfg.seqlen;
     let w = windows(tokens, cfg, bos)?;
-    let per = windows_per_chunk(cfg);
-    let chunks: Vec<Vec<u32>> = w.ids.chunks(per).map(|c| c.concat()).collect();
+    let chunks = chunk_windows(&w.ids, cfg.chunk_tokens);
     let streams = run_blocks(be, m, &chunks, l, (cfg.act_bits, cfg.kv_bits), progress)?;
 
     let head = Head::load(be, m)?;

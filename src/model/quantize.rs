@@ -24,14 +24,14 @@
 
 use std::time::Instant;
 
-use super::eval::CHUNK_TOKENS;
+use super::eval::{chunk_windows, embed_chunks};
 use super::files::ModelDir;
-use super::llama::{load_embedding, Block, FakeQuantTaps, Site, Taps};
+use super::llama::{Block, FakeQuantTaps, Site, Taps};
 use crate::algo::{
-    grams_diag, quantize_from_grams, LayerResult, Objectives, Progress, QuantConfig,
+    grams_diag, quantize_from_grams, tick, LayerResult, Objectives, Progress, QuantConfig,
 };
 use crate::backend::{forward::rope_table, Forward};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Where the float inputs `X` come from (DESIGN §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl FloatStream {
 pub struct PipelineConfig {
     pub layer: QuantConfig,
     pub float_stream: FloatStream,
-    /// Tokens per forward chunk (whole windows); `None` = [`CHUNK_TOKENS`].
+    /// Tokens per forward chunk (whole windows); `None` = [`CHUNK_TOKENS`](super::eval::CHUNK_TOKENS).
     pub chunk_tokens: Option<usize>,
     /// Per-token symmetric fake quantization of every linear's input in the quantized stream
     /// (`--act-bits`), and of the keys and values per head (`--kv-bits`).
@@ -210,14 +210,6 @@ fn capture<B: Forward>(
     Ok(taps.inner.got.expect("the forward reaches its stop site"))
 }
 
-fn tick(p: &mut dyn Progress, stage: &str, done: u64, total: u64) -> Result<()> {
-    if p.update(stage, done, total) {
-        Ok(())
-    } else {
-        Err(Error::Cancelled)
-    }
-}
-
 /// Quantize every linear of `m` with calibration `windows` (all of one length). See the
 /// module docs. Progress stages: `"blocks"` (done / total blocks) and `"linears"`.
 pub fn quantize_model<B: Forward>(
@@ -235,32 +227,15 @@ pub fn quantize_model<B: Forward>(
         seqlen > 0 && windows.iter().all(|w| w.len() == seqlen),
         "calibration windows must be non-empty and of one length"
     );
-    c.check_seqlen(&m.dir, seqlen)?;
+    c.check_seqlen(&super::config::config_path(&m.dir), seqlen)?;
     let mut rep = PipelineReport {
         calibration_tokens: windows.len() * seqlen,
         ..Default::default()
     };
-    let per = (cfg.chunk_tokens.unwrap_or(CHUNK_TOKENS) / seqlen).max(1);
-    let chunks: Vec<Vec<u32>> = windows.chunks(per).map(|w| w.concat()).collect();
-    for (i, &id) in chunks.iter().flatten().enumerate() {
-        if id as usize >= c.vocab_size {
-            return Err(Error::config(
-                "--calib",
-                format!(
-                    "token {i} is id {id}, outside the vocabulary of {}",
-                    c.vocab_size
-                ),
-            ));
-        }
-    }
+    let chunks = chunk_windows(windows, cfg.chunk_tokens);
 
     let t0 = Instant::now();
-    let table = load_embedding(be, m)?;
-    let mut xq = Vec::with_capacity(chunks.len());
-    for ids in &chunks {
-        xq.push(be.gather(&table, &be.upload_idx(ids)?)?);
-    }
-    drop(table);
+    let mut xq = embed_chunks(be, m, &chunks, "--calib")?;
     let mut xf = match cfg.float_stream {
         FloatStream::Block => None,
         FloatStream::Model => Some(

@@ -127,6 +127,32 @@ fn record_chunk(
     Ok(())
 }
 
+/// Record one chunk's updates of every running mean in `acc`: `H` from `X̃` (`xq`, or `x`
+/// when `X̃ = X`), and with `xq` also `G` (`XᵀX̃`) and `D` if kept.
+#[allow(clippy::too_many_arguments)]
+fn record_grams(
+    be: &GpuBackend,
+    enc: &mut wgpu::CommandEncoder,
+    acc: &Grams<GpuMat>,
+    x: &wgpu::Buffer,
+    xq: Option<&wgpu::Buffer>,
+    tokens: usize,
+    keep: f32,
+    scale: f32,
+) -> Result<()> {
+    let Some(xq) = xq else {
+        return record_chunk(be, enc, &acc.h, 0, x, x, tokens, keep, scale);
+    };
+    record_chunk(be, enc, &acc.h, 0, xq, xq, tokens, keep, scale)?;
+    if let Some(g) = &acc.g {
+        record_chunk(be, enc, g, 1, x, xq, tokens, keep, scale)?;
+    }
+    if let Some(dm) = &acc.d {
+        record_chunk(be, enc, dm, 2, x, xq, tokens, keep, scale)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn update(
     be: &GpuBackend,
     acc: &mut Grams<GpuMat>,
@@ -172,19 +198,7 @@ pub(crate) fn update(
             None => None,
         };
         let (_, index) = be.op_indexed(op, |enc| {
-            match &xqb {
-                None => record_chunk(be, enc, &acc.h, 0, &xb, &xb, t1 - t0, keep, scale)?,
-                Some(xqb) => {
-                    record_chunk(be, enc, &acc.h, 0, xqb, xqb, t1 - t0, keep, scale)?;
-                    if let Some(g) = &acc.g {
-                        record_chunk(be, enc, g, 1, &xb, xqb, t1 - t0, keep, scale)?;
-                    }
-                    if let Some(dm) = &acc.d {
-                        record_chunk(be, enc, dm, 2, &xb, xqb, t1 - t0, keep, scale)?;
-                    }
-                }
-            }
-            Ok(())
+            record_grams(be, enc, acc, &xb, xqb.as_ref(), t1 - t0, keep, scale)
         })?;
         // At most two uploaded chunks in flight: wait for the previous one before the next
         // upload (queued staging memory stays bounded however many tokens one call brings).
@@ -242,20 +256,10 @@ pub(crate) fn update_mat(
         };
         be.op(op, |enc| {
             enc.copy_buffer_to_buffer(&x.buf, off, &xb, 0, bytes);
-            match (&xqb, xq) {
-                (Some(xqb), Some(xq)) => {
-                    enc.copy_buffer_to_buffer(&xq.buf, off, xqb, 0, bytes);
-                    record_chunk(be, enc, &acc.h, 0, xqb, xqb, t1 - t0, keep, scale)?;
-                    if let Some(g) = &acc.g {
-                        record_chunk(be, enc, g, 1, &xb, xqb, t1 - t0, keep, scale)?;
-                    }
-                    if let Some(dm) = &acc.d {
-                        record_chunk(be, enc, dm, 2, &xb, xqb, t1 - t0, keep, scale)?;
-                    }
-                }
-                _ => record_chunk(be, enc, &acc.h, 0, &xb, &xb, t1 - t0, keep, scale)?,
+            if let (Some(xqb), Some(xq)) = (&xqb, xq) {
+                enc.copy_buffer_to_buffer(&xq.buf, off, xqb, 0, bytes);
             }
-            Ok(())
+            record_grams(be, enc, acc, &xb, xqb.as_ref(), t1 - t0, keep, scale)
         })?;
         t0 = t1;
     }
