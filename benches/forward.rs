@@ -123,6 +123,8 @@ fn bench_backend<B: Forward>(
 }
 
 fn benches(crit: &mut Criterion) {
+    // the binary's allocator settings, so the bench measures what `qronos eval` does
+    qronos::alloc::keep_freed_memory();
     let Some(dir) = fixtures() else {
         eprintln!("forward bench: no fixtures (run scripts/fixtures/fetch.sh); nothing measured");
         return;

@@ -24,21 +24,8 @@ use cli::{Cli, Command, DeviceArg, EvalArgs, LayerArgs, QuantizeArgs, SynthArgs}
 #[global_allocator]
 static ALLOC: qronos::alloc::HugePages = qronos::alloc::HugePages;
 
-/// Keep freed memory in the heap for reuse: the forward allocates and frees activation-sized
-/// buffers (tens of MiB) at every linear, and handing them back to the kernel makes each new
-/// one cost a round of page faults and page zeroing (7 % of an eval's time otherwise).
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocation thresholds; it is called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_malloc();
+    qronos::alloc::keep_freed_memory();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
