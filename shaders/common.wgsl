@@ -16,14 +16,21 @@ fn grid_maxq(bits: u32) -> f32 {
     return f32((1u << bits) - 1u);
 }
 
+// grid::clipped_range: (min(mn, 0), max(mx, 0)), [−1, 1] when both are 0.
+fn grid_range(mn: f32, mx: f32) -> vec2<f32> {
+    let lo = min(mn, 0.0);
+    let hi = max(mx, 0.0);
+    if (lo == 0.0 && hi == 0.0) {
+        return vec2<f32>(-1.0, 1.0);
+    }
+    return vec2<f32>(lo, hi);
+}
+
 // Grid::params_from_range.
 fn grid_params_from_range(mn: f32, mx: f32, bits: u32, sym: bool) -> GridParams {
-    var lo = min(mn, 0.0);
-    var hi = max(mx, 0.0);
-    if (lo == 0.0 && hi == 0.0) {
-        lo = -1.0;
-        hi = 1.0;
-    }
+    let r = grid_range(mn, mx);
+    let lo = r.x;
+    let hi = r.y;
     let maxq = grid_maxq(bits);
     if (sym) {
         let a = max(-lo, hi);

@@ -47,8 +47,9 @@ struct GroupParamsParams {
     w_off: u32,
     s_off: u32,
     z_off: u32,
+    // Clip::Mse: shrink factors tried (grid::MSE_STEPS); 0 = Clip::MinMax
+    mse_steps: u32,
     pad0: u32,
-    pad1: u32,
 }
 
 struct GroupRangeParams {
@@ -178,7 +179,24 @@ fn group_params(@builtin(global_invocation_id) gid: vec3<u32>) {
         mn = min(mn, v);
         mx = max(mx, v);
     }
-    let gpar = grid_params_from_range(mn, mx, gpp.bits, gpp.sym != 0u);
+    var gpar = grid_params_from_range(mn, mx, gpp.bits, gpp.sym != 0u);
+    // Grid::params_clipped with Clip::Mse: the first candidate of least squared error
+    let range = grid_range(mn, mx);
+    var best_err = bitcast<f32>(0x7f800000u);
+    for (var i = 0u; i < gpp.mse_steps; i++) {
+        let p = f32(100u - i) * 0.01;
+        let cand = grid_params_from_range(range.x * p, range.y * p, gpp.bits, gpp.sym != 0u);
+        var err = 0.0;
+        for (var k = start; k < end; k++) {
+            let v = gpw[gpp.w_off + (k - gpp.g0 * gpp.group_size) * gpp.m + r];
+            let e = grid_dequant(grid_code(v, cand, gpp.bits), cand) - v;
+            err += e * e;
+        }
+        if (err < best_err) {
+            best_err = err;
+            gpar = cand;
+        }
+    }
     gp_scales[gpp.s_off + gl * gpp.m + r] = gpar.scale;
     gp_zeros[gpp.z_off + gl * gpp.m + r] = gpar.zero;
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use qronos::grid::Clip;
 use qronos::{Error, GroupSize, Method, QuantConfig, Result};
 
 #[derive(Parser, Debug)]
@@ -118,6 +119,10 @@ pub struct QuantizeArgs {
     /// Per-token, per-head symmetric fake quantization of K and V in the quantized stream.
     #[arg(long)]
     pub kv_bits: Option<u32>,
+    /// With the GPU: MiB of calibration streams kept on the device; larger streams stay in
+    /// host memory and go to the device one chunk at a time.
+    #[arg(long, default_value_t = 4096)]
+    pub gpu_stream_mb: usize,
     /// After quantizing: perplexity of the float and the quantized model on this text.
     #[arg(long)]
     pub eval: Option<PathBuf>,
@@ -158,6 +163,7 @@ impl QuantizeArgs {
             act_bits: self.act_bits,
             kv_bits: self.kv_bits,
             float_cache_bytes: None,
+            stream_device_bytes: None,
         })
     }
 }
@@ -257,6 +263,12 @@ pub enum ObjectivesArg {
     None,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClipArg {
+    Minmax,
+    Mse,
+}
+
 /// The per-layer quantization flags shared by `layer` and `quantize` (the act-order flags,
 /// whose defaults differ, stay with each command).
 #[derive(Args, Debug)]
@@ -279,6 +291,11 @@ pub struct QuantFlags {
     /// --act-order).
     #[arg(long)]
     pub static_groups: bool,
+    /// Range of each static group: minmax = the group's full range (the references'),
+    /// mse = shrunk by the factor in 1, 0.99, …, 0.21 that rounds the group with the least
+    /// squared error.
+    #[arg(long, value_enum, default_value_t = ClipArg::Minmax)]
+    pub clip: ClipArg,
     /// GPTQ damping, as a fraction of mean(diag H).
     #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub damp_percent: f32,
@@ -309,6 +326,10 @@ impl QuantFlags {
             act_order,
             desc_act,
             static_groups: self.static_groups,
+            clip: match self.clip {
+                ClipArg::Minmax => Clip::MinMax,
+                ClipArg::Mse => Clip::Mse,
+            },
             damp_percent: self.damp_percent,
             qronos_alpha: self.qronos_alpha,
             block_size: self.block_size,

@@ -27,6 +27,48 @@ pub fn round_ties_even(x: f32) -> f32 {
     }
 }
 
+/// How a static group's range is chosen (DESIGN §1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Clip {
+    /// The group's full range `[lo, hi]` (the references' grid).
+    #[default]
+    MinMax,
+    /// The range shrunk by the factor `p ∈ {1, 0.99, …, 0.21}` ([`shrink`]) whose grid rounds
+    /// the group with the least squared error (GPTQ's `mse` option, with norm 2); ties keep
+    /// the larger range.
+    Mse,
+}
+
+impl Clip {
+    pub fn name(self) -> &'static str {
+        match self {
+            Clip::MinMax => "minmax",
+            Clip::Mse => "mse",
+        }
+    }
+}
+
+/// Shrink factors tried by [`Clip::Mse`] (GPTQ: `grid = 100`, `maxshrink = 0.8`).
+pub const MSE_STEPS: u32 = 80;
+
+/// The `i`-th shrink factor, `(100 − i) · 0.01` in f32 (a product, not a quotient, so that
+/// WGSL, whose division is only promised to 2.5 ulp, computes the same bits).
+#[inline]
+pub fn shrink(i: u32) -> f32 {
+    (100 - i) as f32 * 0.01
+}
+
+/// `lo = min(min, 0)`, `hi = max(max, 0)`; `[−1, 1]` when both are 0.
+#[inline]
+pub fn clipped_range(min: f32, max: f32) -> (f32, f32) {
+    let (lo, hi) = (min.min(0.0), max.max(0.0));
+    if lo == 0.0 && hi == 0.0 {
+        (-1.0, 1.0)
+    } else {
+        (lo, hi)
+    }
+}
+
 /// Bits and symmetry of a grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grid {
@@ -54,12 +96,7 @@ impl Grid {
 
     /// Grid parameters from the group's minimum and maximum value.
     pub fn params_from_range(&self, min: f32, max: f32) -> GroupParams {
-        let mut lo = min.min(0.0);
-        let mut hi = max.max(0.0);
-        if lo == 0.0 && hi == 0.0 {
-            lo = -1.0;
-            hi = 1.0;
-        }
+        let (lo, hi) = clipped_range(min, max);
         let maxq = self.maxq();
         if self.sym {
             let a = (-lo).max(hi);
@@ -84,6 +121,37 @@ impl Grid {
             max = max.max(v);
         }
         self.params_from_range(min, max)
+    }
+
+    /// Grid parameters of a group under `clip`. [`Clip::Mse`] tries the candidates
+    /// `params_from_range(lo·p, hi·p)` of [`shrink`] in order, each scored by
+    /// `Σ (dequant(code(v)) − v)²` summed in f32 in the order given; the first with the
+    /// smallest score wins. `lo`, `hi` are the clamped, all-zero-fixed range of
+    /// [`Grid::params_from_range`].
+    pub fn params_clipped(&self, values: &[f32], clip: Clip) -> GroupParams {
+        let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+        for &v in values {
+            min = min.min(v);
+            max = max.max(v);
+        }
+        let full = self.params_from_range(min, max);
+        if clip == Clip::MinMax {
+            return full;
+        }
+        let (lo, hi) = clipped_range(min, max);
+        let (mut best, mut best_err) = (full, f32::INFINITY);
+        for i in 0..MSE_STEPS {
+            let p = self.params_from_range(lo * shrink(i), hi * shrink(i));
+            let mut err = 0f32;
+            for &v in values {
+                let e = self.dequant(self.code(v, p), p) - v;
+                err += e * e;
+            }
+            if err < best_err {
+                (best, best_err) = (p, err);
+            }
+        }
+        best
     }
 
     /// The code of `w`: `clamp(round(w / s) + z, 0, 2^b − 1)` (as an exact small float).
@@ -179,6 +247,61 @@ mod tests {
         assert_eq!(g.dequant(g.code(0.0, p), p), 0.0);
         let p = g.params([-0.7f32, 0.2]);
         assert_eq!(g.dequant(g.code(0.0, p), p), 0.0);
+    }
+
+    /// Brute force over every candidate: MSE clipping picks the least squared error, never
+    /// does worse than the full range, and on a group with one outlier it clips.
+    #[test]
+    fn mse_clip_minimises_squared_error() {
+        let sq = |g: &Grid, v: &[f32], p: GroupParams| -> f64 {
+            v.iter()
+                .map(|&x| ((g.dequant(g.code(x, p), p) - x) as f64).powi(2))
+                .sum()
+        };
+        let mut state = 12345u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (bits, sym) in [(3, true), (4, true), (2, false), (4, false), (8, true)] {
+            let g = Grid::new(bits, sym);
+            for _ in 0..50 {
+                let mut v: Vec<f32> = (0..32).map(|_| next() * 0.1).collect();
+                v[7] = 0.9; // an outlier
+                let mse = g.params_clipped(&v, Clip::Mse);
+                let full = g.params_clipped(&v, Clip::MinMax);
+                assert_eq!(full, g.params(v.iter().copied()));
+                let best = (0..MSE_STEPS)
+                    .map(|i| {
+                        let (lo, hi) = clipped_range(
+                            v.iter().copied().fold(f32::INFINITY, f32::min),
+                            v.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                        );
+                        sq(&g, &v, g.params_from_range(lo * shrink(i), hi * shrink(i)))
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                let got = sq(&g, &v, mse);
+                assert!(got <= best * (1.0 + 1e-5), "{bits} {sym}: {got} vs {best}");
+                assert!(got <= sq(&g, &v, full) * (1.0 + 1e-6));
+            }
+        }
+        // evenly spread values with one outlier: the 3-bit grid clips it
+        let g = Grid::new(3, true);
+        let mut v: Vec<f32> = (0..64).map(|i| i as f32 / 31.5 - 1.0).collect();
+        v.push(1.3);
+        let (mse, full) = (
+            g.params_clipped(&v, Clip::Mse),
+            g.params_clipped(&v, Clip::MinMax),
+        );
+        assert!(mse.scale < full.scale && sq(&g, &v, mse) < sq(&g, &v, full));
+        // an all-zero group keeps the unit range
+        let g = Grid::new(4, true);
+        assert_eq!(
+            g.params_clipped(&[0.0; 8], Clip::Mse),
+            g.params([0.0f32; 8])
+        );
     }
 
     #[test]

@@ -165,6 +165,7 @@ fn layer(args: &LayerArgs) -> anyhow::Result<()> {
         "act_order": cfg.act_order,
         "desc_act": cfg.desc_act,
         "static_groups": cfg.static_groups(),
+        "clip": cfg.clip.name(),
         "device": device,
         "adapter": adapter,
         "damping": result.damping,
@@ -369,7 +370,11 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     use qronos::model::export::{copy_side_files, FakeWriter, OutDir};
     use qronos::model::{calib, ModelDir, Tokenizer};
     let t_start = Instant::now();
-    let cfg = args.config()?;
+    let mut cfg = args.config()?;
+    let picked = pick_device(args.q.device)?;
+    if let Picked::Gpu(_) = picked {
+        cfg.stream_device_bytes = Some(args.gpu_stream_mb << 20);
+    }
     let model = ModelDir::open(&args.model)?;
     let tok = Tokenizer::open(&args.model, &model.config)?;
     let mut ids = Vec::new();
@@ -432,7 +437,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         out: out.path(),
         t_start,
     };
-    let (done, device, adapter) = match pick_device(args.q.device)? {
+    let (done, device, adapter) = match picked {
         Picked::Cpu => {
             let b = CpuBackend::new();
             let adapter = format!("faer ({} threads)", rayon_threads());
@@ -478,10 +483,12 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         "config": {
             "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),
             "sym": lc.sym, "act_order": lc.act_order, "desc_act": lc.desc_act,
-            "static_groups": lc.static_groups(), "damp_percent": lc.damp_percent,
+            "static_groups": lc.static_groups(), "clip": lc.clip.name(),
+            "damp_percent": lc.damp_percent,
             "qronos_alpha": lc.qronos_alpha, "block_size": lc.block_size,
             "objectives": lc.objectives, "float_stream": cfg.float_stream.name(),
             "act_bits": cfg.act_bits, "kv_bits": cfg.kv_bits,
+            "stream_device_bytes": cfg.stream_device_bytes,
         },
         "calibration": {
             "files": args.calib.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
@@ -491,7 +498,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
                      random.seed(seed); start = random.randint(0, n - seqlen - 1) per window \
                      (CPython's Mersenne Twister)",
         },
-        "device": device, "adapter": adapter,
+        "device": device, "adapter": adapter, "streams_on_host": rep.streams_on_host,
         "seconds": {
             "embed": s.embed, "load": s.load, "capture": s.capture, "gram": s.gram,
             "quantize": s.quantize, "write": s.sink, "advance": s.advance,

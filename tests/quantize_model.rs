@@ -56,7 +56,7 @@ fn run<B: Forward>(
     fs: FloatStream,
     layer: QuantConfig,
 ) -> (PipelineReport, Vec<(String, LayerResult)>) {
-    run_with(be, m, fs, layer, None)
+    run_with(be, m, fs, layer, |_| {})
 }
 
 fn run_with<B: Forward>(
@@ -64,18 +64,20 @@ fn run_with<B: Forward>(
     m: &ModelDir,
     fs: FloatStream,
     layer: QuantConfig,
-    float_cache_bytes: Option<usize>,
+    tweak: impl Fn(&mut PipelineConfig),
 ) -> (PipelineReport, Vec<(String, LayerResult)>) {
     let ids = tokens(4000, m.config.vocab_size as u32, 7);
     let windows = qronos::model::calib::windows(&ids, 8, 32, 0, "test tokens").unwrap();
-    let cfg = PipelineConfig {
+    let mut cfg = PipelineConfig {
         layer,
         float_stream: fs,
         chunk_tokens: Some(128),
         act_bits: None,
         kv_bits: None,
-        float_cache_bytes,
+        float_cache_bytes: None,
+        stream_device_bytes: None,
     };
+    tweak(&mut cfg);
     let mut sink = Collect(Vec::new());
     let rep = quantize_model(be, m, &windows, &cfg, &mut sink, &mut NoProgress).unwrap();
     (rep, sink.0)
@@ -165,12 +167,34 @@ fn the_float_stream_mode_changes_the_calibration() {
 fn the_float_input_cache_changes_nothing() {
     let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
     for fs in [FloatStream::Block, FloatStream::Model] {
-        let (_, a) = run_with(&CpuBackend::new(), &m, fs, w4(), None);
-        let (_, b) = run_with(&CpuBackend::new(), &m, fs, w4(), Some(0));
+        let (_, a) = run(&CpuBackend::new(), &m, fs, w4());
+        let (_, b) = run_with(&CpuBackend::new(), &m, fs, w4(), |c| {
+            c.float_cache_bytes = Some(0)
+        });
         for ((na, ra), (_, rb)) in a.iter().zip(&b) {
             assert!(
                 ra.q == rb.q,
                 "{fs:?} {na}: cached and recomputed inputs differ"
+            );
+        }
+    }
+}
+
+/// Streams over the device budget live in host memory, one chunk uploaded at a time: the
+/// same bits as resident streams, in both float-stream modes (GPU: `gpu_pipeline_agrees_with_cpu`).
+#[test]
+fn host_memory_streams_change_nothing() {
+    let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
+    for fs in [FloatStream::Block, FloatStream::Model] {
+        let (ra, a) = run(&CpuBackend::new(), &m, fs, w4());
+        let (rb, b) = run_with(&CpuBackend::new(), &m, fs, w4(), |c| {
+            c.stream_device_bytes = Some(1 << 10)
+        });
+        assert!(!ra.streams_on_host && rb.streams_on_host);
+        for ((na, ra), (_, rb)) in a.iter().zip(&b) {
+            assert!(
+                ra.q == rb.q,
+                "{fs:?} {na}: host and resident streams differ"
             );
         }
     }
@@ -192,6 +216,7 @@ fn activation_and_kv_quantization_reach_the_quantized_stream() {
             act_bits: act,
             kv_bits: kv,
             float_cache_bytes: None,
+            stream_device_bytes: None,
         };
         let mut sink = Collect(Vec::new());
         let rep = quantize_model(
@@ -236,6 +261,17 @@ fn gpu_pipeline_agrees_with_cpu() {
     let m = ModelDir::open(&model_dir("qwen2")).unwrap();
     let (rc, lc) = run(&CpuBackend::new(), &m, FloatStream::Block, w4());
     let (rg, lg) = run(&gpu, &m, FloatStream::Block, w4());
+    // streams in host memory, uploaded chunk by chunk: the same bits on the device
+    let (rh, lh) = run_with(&gpu, &m, FloatStream::Block, w4(), |c| {
+        c.stream_device_bytes = Some(0)
+    });
+    assert!(rh.streams_on_host && !rg.streams_on_host);
+    for ((n, a), (_, b)) in lg.iter().zip(&lh) {
+        assert!(
+            a.q == b.q,
+            "{n}: GPU host-memory streams differ from resident ones"
+        );
+    }
     for (c, g) in rc.linears.iter().zip(&rg.linears) {
         let (oc, og) = (
             c.objective.unwrap().mismatched,

@@ -1,5 +1,6 @@
 //! The library's quantization config: validated here, never seen as CLI flags.
 
+use crate::grid::Clip;
 use crate::{Error, Result};
 
 /// Which algorithm quantizes the layer.
@@ -74,6 +75,8 @@ pub struct QuantConfig {
     pub desc_act: bool,
     /// Group parameters from the original weights, before the sweep.
     pub static_groups: bool,
+    /// How static groups choose their range (full range or MSE-clipped).
+    pub clip: Clip,
     /// GPTQ damping: `λ = damp_percent · mean(diag H)`.
     pub damp_percent: f32,
     /// Qronos damping: `λ = qronos_alpha · λmax(H)`.
@@ -98,6 +101,7 @@ impl Default for QuantConfig {
             act_order: false,
             desc_act: false,
             static_groups: false,
+            clip: Clip::MinMax,
             damp_percent: 0.01,
             qronos_alpha: 1e-6,
             power_iters: 30,
@@ -138,6 +142,16 @@ impl QuantConfig {
             return Err(Error::config(
                 "--act-order/--desc-act",
                 "choose one: --act-order keeps contiguous groups, --desc-act permutes them",
+            ));
+        }
+        if self.clip != Clip::MinMax && self.method != Method::Rtn && !self.static_groups() {
+            return Err(Error::config(
+                "--clip",
+                format!(
+                    "{}: needs group parameters fixed before the sweep (--act-order or \
+                     --static-groups)",
+                    self.clip.name()
+                ),
             ));
         }
         Ok(())

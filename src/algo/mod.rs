@@ -535,9 +535,9 @@ fn run_once<B: Backend>(
                 inverse[col] = pos as u32;
             }
             let wz = backend.permute(&w, None, Some(&backend.upload_idx(&inverse)?))?;
-            backend.group_params(grid, &wz, g, &mut scales, &mut zeros)?;
+            backend.group_params(grid, cfg.clip, &wz, g, &mut scales, &mut zeros)?;
         } else {
-            backend.group_params(grid, &w, g, &mut scales, &mut zeros)?;
+            backend.group_params(grid, cfg.clip, &w, g, &mut scales, &mut zeros)?;
         }
     }
     let group_of = backend.upload_idx(&group_of)?;

@@ -10,7 +10,7 @@ use faer::linalg::matmul::triangular::{self as tri, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use super::{Backend, BackendInfo, DampRule, Grams, Region, SweepSpec};
-use crate::grid::{Grid, GroupParams};
+use crate::grid::{clipped_range, shrink, Clip, Grid, GroupParams, MSE_STEPS};
 use crate::Result;
 
 /// The faer backend. `par` is the parallelism faer's kernels use (all cores by default);
@@ -676,22 +676,96 @@ impl Backend for CpuBackend {
     fn group_params(
         &self,
         grid: Grid,
+        clip: Clip,
         w: &Mat<f32>,
         group_size: usize,
         scales: &mut Mat<f32>,
         zeros: &mut Mat<f32>,
     ) -> Result<()> {
+        use rayon::prelude::*;
         let (m, d) = (w.nrows(), w.ncols());
-        for (grp, c0) in (0..d).step_by(group_size).enumerate() {
-            let c1 = (c0 + group_size).min(d);
-            for r in 0..m {
-                let p = grid.params((c0..c1).map(|k| w[(r, k)]));
-                scales[(r, grp)] = p.scale;
-                zeros[(r, grp)] = p.zero;
+        // tasks of (group, rows r0..r0+GP_ROWS), each the scalar `Grid::params_clipped` of
+        // its rows with the rows as the vector lanes (same operations, same order per row)
+        let tasks: Vec<(usize, usize)> = (0..d.div_ceil(group_size))
+            .flat_map(|g| (0..m).step_by(GP_ROWS).map(move |r0| (g, r0)))
+            .collect();
+        let out: Vec<Vec<GroupParams>> = tasks
+            .par_iter()
+            .map(|&(g, r0)| {
+                let rows = r0..(r0 + GP_ROWS).min(m);
+                let cols = g * group_size..((g + 1) * group_size).min(d);
+                group_params_rows(grid, clip, w, rows, cols)
+            })
+            .collect();
+        for (&(g, r0), ps) in tasks.iter().zip(out) {
+            for (i, p) in ps.into_iter().enumerate() {
+                scales[(r0 + i, g)] = p.scale;
+                zeros[(r0 + i, g)] = p.zero;
             }
         }
         Ok(())
     }
+}
+
+/// Rows per task of [`CpuBackend::group_params`].
+const GP_ROWS: usize = 64;
+
+/// [`Grid::params_clipped`] of the rows `rows` over the columns `cols` of `w`, with the rows
+/// as vector lanes (column-major `w`: one column's rows are contiguous).
+fn group_params_rows(
+    grid: Grid,
+    clip: Clip,
+    w: &Mat<f32>,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Vec<GroupParams> {
+    let n = rows.len();
+    let (mut lo, mut hi) = ([f32::INFINITY; GP_ROWS], [f32::NEG_INFINITY; GP_ROWS]);
+    for k in cols.clone() {
+        let col = &w.col_as_slice(k)[rows.clone()];
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(col) {
+            *l = l.min(v);
+            *h = h.max(v);
+        }
+    }
+    let mut best: Vec<GroupParams> = (0..n)
+        .map(|r| grid.params_from_range(lo[r], hi[r]))
+        .collect();
+    if clip == Clip::MinMax {
+        return best;
+    }
+    for r in 0..n {
+        (lo[r], hi[r]) = clipped_range(lo[r], hi[r]);
+    }
+    let mut best_err = [f32::INFINITY; GP_ROWS];
+    let (mut sc, mut ze) = ([1f32; GP_ROWS], [0f32; GP_ROWS]);
+    let maxq = grid.maxq();
+    for i in 0..MSE_STEPS {
+        for r in 0..n {
+            let p = grid.params_from_range(lo[r] * shrink(i), hi[r] * shrink(i));
+            (sc[r], ze[r]) = (p.scale, p.zero);
+        }
+        let mut err = [0f32; GP_ROWS];
+        for k in cols.clone() {
+            let col = &w.col_as_slice(k)[rows.clone()];
+            for (((e, &v), &s), &z) in err.iter_mut().zip(col).zip(&sc).zip(&ze) {
+                // Grid::code and Grid::dequant, spelled out so that the lanes vectorise
+                let c = (crate::grid::round_ties_even(v / s) + z).clamp(0.0, maxq);
+                let x = s * (c - z) - v;
+                *e += x * x;
+            }
+        }
+        for r in 0..n {
+            if err[r] < best_err[r] {
+                best_err[r] = err[r];
+                best[r] = GroupParams {
+                    scale: sc[r],
+                    zero: ze[r],
+                };
+            }
+        }
+    }
+    best
 }
 
 /// `λmax(h)` by power iteration from [`super::power_start`]: `v ← hv/‖hv‖`, then `vᵀhv`.

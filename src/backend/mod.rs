@@ -20,7 +20,7 @@ pub mod gpu;
 
 pub use forward::{AttnSpec, Forward};
 
-use crate::grid::Grid;
+use crate::grid::{Clip, Grid};
 use crate::Result;
 
 /// A rectangular sub-block `[row0, row0 + rows) × [col0, col0 + cols)` of a matrix.
@@ -292,10 +292,12 @@ pub trait Backend {
         c1: usize,
     ) -> Result<()>;
     /// Static group parameters of `w` (`m × d`) for contiguous groups of `group_size` columns
-    /// (the last one may be shorter): writes `scales`, `zeros` (`m × ceil(d / group_size)`).
+    /// (the last one may be shorter), each [`Grid::params_clipped`] under `clip`: writes
+    /// `scales`, `zeros` (`m × ceil(d / group_size)`).
     fn group_params(
         &self,
         grid: Grid,
+        clip: Clip,
         w: &Self::Mat,
         group_size: usize,
         scales: &mut Self::Mat,

@@ -67,6 +67,11 @@ pub struct PipelineConfig {
     /// Bytes of float-block inputs kept per block; `None` = [`FLOAT_CACHE_BYTES`], `Some(0)`
     /// recomputes them for every group (same results, more forwards, less memory).
     pub float_cache_bytes: Option<usize>,
+    /// Bytes of calibration streams (all chunks of both) that may stay on the backend's
+    /// device; larger streams are kept in host memory and each chunk is uploaded when it is
+    /// used (and downloaded again after it advances). `None` = no limit (always resident;
+    /// on the CPU backend the device is host memory).
+    pub stream_device_bytes: Option<usize>,
 }
 
 /// What the pipeline measured for one linear.
@@ -106,6 +111,9 @@ pub struct PipelineReport {
     pub linears: Vec<LinearReport>,
     pub seconds: StageSeconds,
     pub calibration_tokens: usize,
+    /// Whether the calibration streams were kept in host memory
+    /// ([`PipelineConfig::stream_device_bytes`]).
+    pub streams_on_host: bool,
 }
 
 /// Receives each quantized linear as soon as it is done (the checkpoint writer).
@@ -145,6 +153,105 @@ impl<B: Forward> Taps<B::Mat> for Keep<'_, B> {
     }
 }
 
+/// A calibration stream in chunks of whole windows: on the backend, or (over the device
+/// budget) in host memory, uploaded one chunk at a time.
+struct Stream<M> {
+    chunks: Vec<Chunk<M>>,
+}
+
+enum Chunk<M> {
+    Device(M),
+    Host {
+        rows: usize,
+        cols: usize,
+        data: Vec<f32>,
+    },
+}
+
+/// A chunk ready for use: borrowed when it is resident, uploaded for the moment otherwise.
+enum Held<'a, M> {
+    Borrowed(&'a M),
+    Owned(M),
+}
+
+impl<M> std::ops::Deref for Held<'_, M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        match self {
+            Held::Borrowed(m) => m,
+            Held::Owned(m) => m,
+        }
+    }
+}
+
+impl<M> Stream<M> {
+    fn new<B: Forward<Mat = M>>(be: &B, chunks: Vec<M>, host: bool) -> Result<Self> {
+        let chunks = chunks
+            .into_iter()
+            .map(|x| Chunk::new(be, x, host))
+            .collect::<Result<_>>()?;
+        Ok(Stream { chunks })
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn get<B: Forward<Mat = M>>(&self, be: &B, i: usize) -> Result<Held<'_, M>> {
+        Ok(match &self.chunks[i] {
+            Chunk::Device(m) => Held::Borrowed(m),
+            Chunk::Host { rows, cols, data } => Held::Owned(be.upload(*rows, *cols, data)?),
+        })
+    }
+
+    /// Chunk `i` taken out for a forward that consumes it (put back with [`Stream::put`]).
+    fn take<B: Forward<Mat = M>>(&mut self, be: &B, i: usize) -> Result<M> {
+        let empty = Chunk::Host {
+            rows: 0,
+            cols: 0,
+            data: Vec::new(),
+        };
+        match std::mem::replace(&mut self.chunks[i], empty) {
+            Chunk::Device(m) => Ok(m),
+            Chunk::Host { rows, cols, data } => be.upload(rows, cols, &data),
+        }
+    }
+
+    fn put<B: Forward<Mat = M>>(&mut self, be: &B, i: usize, x: M, host: bool) -> Result<()> {
+        self.chunks[i] = Chunk::new(be, x, host)?;
+        Ok(())
+    }
+
+    fn copy<B: Forward<Mat = M>>(&self, be: &B) -> Result<Self> {
+        let chunks = (0..self.len())
+            .map(|i| match &self.chunks[i] {
+                Chunk::Device(m) => Ok(Chunk::Device(be.permute(m, None, None)?)),
+                Chunk::Host { rows, cols, data } => Ok(Chunk::Host {
+                    rows: *rows,
+                    cols: *cols,
+                    data: data.clone(),
+                }),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Stream { chunks })
+    }
+}
+
+impl<M> Chunk<M> {
+    fn new<B: Forward<Mat = M>>(be: &B, x: M, host: bool) -> Result<Self> {
+        Ok(if host {
+            let (rows, cols) = be.shape(&x);
+            Chunk::Host {
+                rows,
+                cols,
+                data: be.download(&x)?,
+            }
+        } else {
+            Chunk::Device(x)
+        })
+    }
+}
+
 /// Bytes of float-block inputs the pipeline may keep between the groups of one block (one
 /// float forward per chunk then gives `X` for all four groups).
 pub const FLOAT_CACHE_BYTES: usize = 512 << 20;
@@ -158,23 +265,29 @@ fn float_inputs<B: Forward>(
     be: &B,
     fblock: &Block<B::Mat>,
     m: &ModelDir,
-    src: &[B::Mat],
+    src: &Stream<B::Mat>,
     rope: &B::Mat,
     budget: usize,
 ) -> Result<Option<Vec<(Vec<B::Mat>, B::Mat)>>> {
     let c = &m.config;
     let per_token = 3 * c.hidden_size + c.num_attention_heads * c.head_dim + c.intermediate_size;
-    let tokens: usize = src.iter().map(|x| be.shape(x).1).sum();
+    let tokens: usize = (0..src.len())
+        .map(|i| match &src.chunks[i] {
+            Chunk::Device(x) => be.shape(x).1,
+            Chunk::Host { cols, .. } => *cols,
+        })
+        .sum();
     if per_token * tokens * 4 > budget {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(src.len());
-    for x in src {
+    for i in 0..src.len() {
         let mut keep = Keep {
             be,
             got: Vec::new(),
         };
-        let y = fblock.forward(be, c, be.permute(x, None, None)?, rope, &mut keep)?;
+        let x = be.permute(&*src.get(be, i)?, None, None)?;
+        let y = fblock.forward(be, c, x, rope, &mut keep)?;
         let sites: Vec<Site> = keep.got.iter().map(|(s, _)| *s).collect();
         assert_eq!(sites, Site::ALL, "one tap per group, in order");
         out.push((keep.got.into_iter().map(|(_, x)| x).collect(), y));
@@ -235,14 +348,20 @@ pub fn quantize_model<B: Forward>(
     let chunks = chunk_windows(windows, cfg.chunk_tokens);
 
     let t0 = Instant::now();
-    let mut xq = embed_chunks(be, m, &chunks, "--calib")?;
+    let nstreams = 1 + (cfg.float_stream == FloatStream::Model) as usize;
+    let stream_bytes = nstreams * rep.calibration_tokens * c.hidden_size * 4;
+    let host = cfg.stream_device_bytes.is_some_and(|b| stream_bytes > b);
+    if host {
+        log::info!(
+            "calibration streams ({} MiB) exceed the device budget: kept in host memory",
+            stream_bytes >> 20
+        );
+    }
+    rep.streams_on_host = host;
+    let mut xq = Stream::new(be, embed_chunks(be, m, &chunks, "--calib")?, host)?;
     let mut xf = match cfg.float_stream {
         FloatStream::Block => None,
-        FloatStream::Model => Some(
-            xq.iter()
-                .map(|x| be.permute(x, None, None))
-                .collect::<Result<Vec<_>>>()?,
-        ),
+        FloatStream::Model => Some(xq.copy(be)?),
     };
     let rope = be.upload(c.head_dim, seqlen, &rope_table(&c.inv_freq(), seqlen))?;
     rep.seconds.embed = t0.elapsed().as_secs_f64();
@@ -257,7 +376,7 @@ pub fn quantize_model<B: Forward>(
         rep.seconds.load += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let budget = cfg.float_cache_bytes.unwrap_or(FLOAT_CACHE_BYTES);
-        let mut cache = float_inputs(be, &fblock, m, xf.as_deref().unwrap_or(&xq), &rope, budget)?;
+        let mut cache = float_inputs(be, &fblock, m, xf.as_ref().unwrap_or(&xq), &rope, budget)?;
         be.finish()?;
         rep.seconds.capture += t0.elapsed().as_secs_f64();
         for (k, site) in Site::ALL.into_iter().enumerate() {
@@ -273,7 +392,7 @@ pub fn quantize_model<B: Forward>(
                 &fblock,
                 &mut qblock,
                 &xq,
-                xf.as_deref(),
+                xf.as_ref(),
                 cached,
                 &rope,
                 sink,
@@ -283,8 +402,8 @@ pub fn quantize_model<B: Forward>(
             )?;
         }
         let t0 = Instant::now();
-        for s in xq.iter_mut() {
-            let x = std::mem::replace(s, be.zeros(0, 0)?);
+        for i in 0..xq.len() {
+            let x = xq.take(be, i)?;
             let mut taps = FakeQuantTaps {
                 be,
                 act_bits: cfg.act_bits,
@@ -292,20 +411,22 @@ pub fn quantize_model<B: Forward>(
                 head_dim: c.head_dim,
                 inner: super::llama::NoTaps,
             };
-            *s = qblock.forward(be, c, x, &rope, &mut taps)?;
+            let y = qblock.forward(be, c, x, &rope, &mut taps)?;
+            xq.put(be, i, y, host)?;
         }
         if let Some(xf) = xf.as_mut() {
             match cache.take() {
                 // the float block's outputs were computed along with its inputs
                 Some(v) => {
-                    for (s, (_, y)) in xf.iter_mut().zip(v) {
-                        *s = y;
+                    for (i, (_, y)) in v.into_iter().enumerate() {
+                        xf.put(be, i, y, host)?;
                     }
                 }
                 None => {
-                    for s in xf.iter_mut() {
-                        let x = std::mem::replace(s, be.zeros(0, 0)?);
-                        *s = fblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+                    for i in 0..xf.len() {
+                        let x = xf.take(be, i)?;
+                        let y = fblock.forward(be, c, x, &rope, &mut super::llama::NoTaps)?;
+                        xf.put(be, i, y, host)?;
                     }
                 }
             }
@@ -327,8 +448,8 @@ fn quantize_group<B: Forward>(
     site: Site,
     fblock: &Block<B::Mat>,
     qblock: &mut Block<B::Mat>,
-    xq: &[B::Mat],
-    xf: Option<&[B::Mat]>,
+    xq: &Stream<B::Mat>,
+    xf: Option<&Stream<B::Mat>>,
     cached: Option<Vec<&B::Mat>>,
     rope: &B::Mat,
     sink: &mut dyn Sink,
@@ -344,19 +465,23 @@ fn quantize_group<B: Forward>(
         site == Site::Qkv && cfg.float_stream == FloatStream::Block && cfg.act_bits.is_none();
     let grams = if needs_data {
         let mut acc = None;
-        for (ci, x_q) in xq.iter().enumerate() {
+        for ci in 0..xq.len() {
             let t0 = Instant::now();
-            let xt = capture(be, qblock, m, x_q, rope, site, (cfg.act_bits, cfg.kv_bits))?;
+            let x_q = xq.get(be, ci)?;
+            let xt = capture(be, qblock, m, &x_q, rope, site, (cfg.act_bits, cfg.kv_bits))?;
             let owned;
             let x: Option<&B::Mat> = if same {
                 None
             } else if let Some(c) = &cached {
                 Some(c[ci])
             } else {
-                let src = xf.map_or(x_q, |f| &f[ci]);
-                owned = capture(be, fblock, m, src, rope, site, (None, None))?;
+                owned = match xf {
+                    None => capture(be, fblock, m, &x_q, rope, site, (None, None))?,
+                    Some(f) => capture(be, fblock, m, &*f.get(be, ci)?, rope, site, (None, None))?,
+                };
                 Some(&owned)
             };
+            drop(x_q);
             be.finish()?;
             rep.seconds.capture += t0.elapsed().as_secs_f64();
             let t0 = Instant::now();

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 use super::{Backend, BackendInfo, DampRule, Grams, Region, SweepSpec};
-use crate::grid::Grid;
+use crate::grid::{Clip, Grid};
 use crate::{Error, Result};
 use pipeline::{PipelineCache, PipelineKey};
 
@@ -875,12 +875,13 @@ impl Backend for GpuBackend {
     fn group_params(
         &self,
         grid: Grid,
+        clip: Clip,
         w: &GpuMat,
         group_size: usize,
         scales: &mut GpuMat,
         zeros: &mut GpuMat,
     ) -> Result<()> {
-        sweep::group_params(self, grid, w, group_size, scales, zeros)
+        sweep::group_params(self, grid, clip, w, group_size, scales, zeros)
     }
 }
 

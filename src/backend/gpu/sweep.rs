@@ -6,7 +6,7 @@ use super::pipeline::PipelineKey;
 use super::shaders::Shader;
 use super::{gpu_params, Dispatch, GpuBackend, GpuIdx, GpuMat, ParamLayout};
 use crate::backend::SweepSpec;
-use crate::grid::Grid;
+use crate::grid::{Clip, Grid};
 use crate::{Error, Result};
 
 gpu_params!(SweepParams {
@@ -43,8 +43,8 @@ gpu_params!(GroupParamsParams {
     w_off: u32,
     s_off: u32,
     z_off: u32,
+    mse_steps: u32,
     pad0: u32,
-    pad1: u32,
 });
 
 gpu_params!(GroupRangeParams {
@@ -282,6 +282,7 @@ fn record_group_range(
 pub(crate) fn group_params(
     be: &GpuBackend,
     grid: Grid,
+    clip: Clip,
     w: &GpuMat,
     group_size: usize,
     scales: &mut GpuMat,
@@ -310,6 +311,16 @@ pub(crate) fn group_params(
     if group_size.min(d) > cap {
         // Groups wider than one binding (per-channel on a wide layer): one group at a time,
         // its columns in panels.
+        if clip != Clip::MinMax {
+            return Err(Error::config(
+                "--clip",
+                format!(
+                    "mse: a group of {} columns of a {m}-row layer is wider than one GPU \
+                     binding holds ({cap} columns); use --clip minmax or a group size ≤ {cap}",
+                    group_size.min(d)
+                ),
+            ));
+        }
         let mnmx = be.new_mat("group_params.minmax", m, 2)?;
         return be.op(op, |enc| {
             for g in 0..ngroups {
@@ -350,6 +361,10 @@ pub(crate) fn group_params(
                 w_off: vw.elem_off,
                 s_off: vs.elem_off,
                 z_off: vz.elem_off,
+                mse_steps: match clip {
+                    Clip::MinMax => 0,
+                    Clip::Mse => crate::grid::MSE_STEPS,
+                },
                 ..Default::default()
             };
             be.record(
