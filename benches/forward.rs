@@ -18,7 +18,7 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qronos::backend::cpu::CpuBackend;
 use qronos::backend::gpu::{self, AdapterChoice, GpuBackend};
-use qronos::backend::{Backend, Forward, Region};
+use qronos::backend::{Backend, Forward};
 use qronos::model::eval::{forward_flops, perplexity, EvalConfig, Protocol};
 use qronos::model::{ModelDir, Tokenizer};
 use qronos::NoProgress;
@@ -41,31 +41,9 @@ fn flag(name: &str) -> Option<bool> {
     std::env::var(name).ok().map(|v| v == "1")
 }
 
-/// faer f32 GEMM rate (GFLOP/s), `m × k · k × n`, best of 3.
+/// faer f32 GEMM rate (GFLOP/s), `m × k · k × n`.
 fn gemm_rate(m: usize, k: usize, n: usize) -> f64 {
-    let b = CpuBackend::new();
-    let a = b.upload(m, k, &vec![0.5; m * k]).unwrap();
-    let x = b.upload(k, n, &vec![0.25; k * n]).unwrap();
-    let mut c = b.zeros(m, n).unwrap();
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        b.gemm(
-            &mut c,
-            Region::all(m, n),
-            1.0,
-            &a,
-            Region::all(m, k),
-            false,
-            &x,
-            Region::all(k, n),
-            false,
-            0.0,
-        )
-        .unwrap();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (m * k * n) as f64 / best / 1e9
+    qronos::backend::gemm_rate(&CpuBackend::new(), m, k, n).unwrap()
 }
 
 struct Case {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qronos::backend::cpu::{CpuBackend, FactorPrecision};
 use qronos::backend::gpu::{self, AdapterChoice, GpuBackend};
-use qronos::backend::{Backend, DampRule, Region, SweepSpec};
+use qronos::backend::{Backend, DampRule, SweepSpec};
 use qronos::grid::Grid;
 use qronos::synth::llm_like;
 use qronos::{quantize_layer, Calibration, LayerInput, NoProgress, QuantConfig};
@@ -35,21 +35,9 @@ fn tokens(d: usize) -> usize {
     4 * d
 }
 
-/// f32 GEMM rate of faer on this machine (GFLOP/s), 2048³, best of 3.
+/// f32 GEMM rate of faer on this machine (GFLOP/s), 2048³.
 fn machine_gemm_rate() -> f64 {
-    let b = CpuBackend::new();
-    let n = 2048;
-    let a = b.zeros(n, n).unwrap();
-    let mut c = b.zeros(n, n).unwrap();
-    let r = Region::all(n, n);
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        b.gemm(&mut c, r, 1.0, &a, r, false, &a, r, false, 0.0)
-            .unwrap();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (n as f64).powi(3) / best / 1e9
+    qronos::backend::gemm_rate(&CpuBackend::new(), 2048, 2048, 2048).unwrap()
 }
 
 struct Summary {

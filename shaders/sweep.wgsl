@@ -49,7 +49,12 @@ struct GroupParamsParams {
     z_off: u32,
     // Clip::Mse: shrink factors tried (grid::MSE_STEPS); 0 = Clip::MinMax
     mse_steps: u32,
+    // squared errors weighted by gp_cw (bound from column g0 · group_size at cw_off)
+    weighted: u32,
+    cw_off: u32,
     pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 struct GroupRangeParams {
@@ -158,9 +163,10 @@ fn sweep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocatio
 
 // ---- static group parameters: thread (row r, group g) ----
 @group(0) @binding(0) var<storage, read> gpw: array<f32>;
-@group(0) @binding(1) var<storage, read_write> gp_scales: array<f32>;
-@group(0) @binding(2) var<storage, read_write> gp_zeros: array<f32>;
-@group(0) @binding(3) var<uniform> gpp: GroupParamsParams;
+@group(0) @binding(1) var<storage, read> gp_cw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gp_scales: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gp_zeros: array<f32>;
+@group(0) @binding(4) var<uniform> gpp: GroupParamsParams;
 
 @compute @workgroup_size(64)
 fn group_params(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -190,7 +196,11 @@ fn group_params(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var k = start; k < end; k++) {
             let v = gpw[gpp.w_off + (k - gpp.g0 * gpp.group_size) * gpp.m + r];
             let e = grid_dequant(grid_code(v, cand, gpp.bits), cand) - v;
-            err += e * e;
+            var wk = 1.0;
+            if (gpp.weighted != 0u) {
+                wk = gp_cw[gpp.cw_off + (k - gpp.g0 * gpp.group_size)];
+            }
+            err += wk * (e * e);
         }
         if (err < best_err) {
             best_err = err;

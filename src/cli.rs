@@ -267,6 +267,7 @@ pub enum ObjectivesArg {
 pub enum ClipArg {
     Minmax,
     Mse,
+    Hmse,
 }
 
 /// The per-layer quantization flags shared by `layer` and `quantize` (the act-order flags,
@@ -329,6 +330,7 @@ impl QuantFlags {
             clip: match self.clip {
                 ClipArg::Minmax => Clip::MinMax,
                 ClipArg::Mse => Clip::Mse,
+                ClipArg::Hmse => Clip::HessianMse,
             },
             damp_percent: self.damp_percent,
             qronos_alpha: self.qronos_alpha,

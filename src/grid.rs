@@ -37,6 +37,10 @@ pub enum Clip {
     /// the group with the least squared error (GPTQ's `mse` option, with norm 2); ties keep
     /// the larger range.
     Mse,
+    /// Like `Mse`, each column's squared error weighted by `diag(H)` (the layer objective's
+    /// diagonal part: what an error in that input costs the output). RTN has no `H`: there
+    /// it is `MinMax`.
+    HessianMse,
 }
 
 impl Clip {
@@ -44,6 +48,7 @@ impl Clip {
         match self {
             Clip::MinMax => "minmax",
             Clip::Mse => "mse",
+            Clip::HessianMse => "hmse",
         }
     }
 }
@@ -129,6 +134,17 @@ impl Grid {
     /// smallest score wins. `lo`, `hi` are the clamped, all-zero-fixed range of
     /// [`Grid::params_from_range`].
     pub fn params_clipped(&self, values: &[f32], clip: Clip) -> GroupParams {
+        self.params_weighted(values, None, clip)
+    }
+
+    /// [`Grid::params_clipped`] with each value's squared error multiplied by its weight
+    /// (`weights[k] · e²`) when `weights` is given (the [`Clip::HessianMse`] score).
+    pub fn params_weighted(
+        &self,
+        values: &[f32],
+        weights: Option<&[f32]>,
+        clip: Clip,
+    ) -> GroupParams {
         let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
         for &v in values {
             min = min.min(v);
@@ -143,9 +159,9 @@ impl Grid {
         for i in 0..MSE_STEPS {
             let p = self.params_from_range(lo * shrink(i), hi * shrink(i));
             let mut err = 0f32;
-            for &v in values {
+            for (k, &v) in values.iter().enumerate() {
                 let e = self.dequant(self.code(v, p), p) - v;
-                err += e * e;
+                err += weights.map_or(1.0, |w| w[k]) * (e * e);
             }
             if err < best_err {
                 (best, best_err) = (p, err);

@@ -311,6 +311,8 @@ struct Quantized {
     seconds: f64,
     /// Float and quantized perplexity.
     ppl: Option<(qronos::model::EvalResult, qronos::model::EvalResult)>,
+    /// The backend's GEMM rate (GFLOP/s), measured after the run.
+    gemm_gflops: f64,
 }
 
 impl Quantize<'_> {
@@ -358,12 +360,45 @@ impl Quantize<'_> {
                 Some((f, q))
             }
         };
+        // the yardstick for the stage rates: 2048³ on the CPU, 1024³ on a GPU (lavapipe)
+        let n = if be.info().device == "cpu" {
+            2048
+        } else {
+            1024
+        };
+        let gemm_gflops = qronos::backend::gemm_rate(be, n, n, n)?;
         Ok(Quantized {
             report,
             seconds,
             ppl,
+            gemm_gflops,
         })
     }
+}
+
+/// Per-stage GFLOP, rate and share of the backend's GEMM rate, and the whole run against the
+/// floor (all FLOPs at the GEMM rate).
+fn flops_report(
+    rep: &qronos::model::quantize::PipelineReport,
+    total_seconds: f64,
+    gemm: f64,
+) -> serde_json::Value {
+    let (f, s) = (&rep.flops, &rep.seconds);
+    let stage = |flop: f64, secs: f64| {
+        let rate = flop / secs.max(1e-9) / 1e9;
+        json!({"gflop": flop / 1e9, "gflop_per_second": rate, "of_gemm": rate / gemm})
+    };
+    let floor = f.total() / 1e9 / gemm;
+    json!({
+        "gemm_gflop_per_second": gemm,
+        "capture": stage(f.capture, s.capture),
+        "gram": stage(f.gram, s.gram),
+        "quantize": stage(f.quantize, s.quantize),
+        "advance": stage(f.advance, s.advance),
+        "total": stage(f.total(), total_seconds),
+        "floor_seconds": floor,
+        "floor_over_total": floor / total_seconds,
+    })
 }
 
 fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
@@ -504,6 +539,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             "quantize": s.quantize, "write": s.sink, "advance": s.advance,
             "total": quant_seconds,
         },
+        "flops": flops_report(&rep, quant_seconds, done.gemm_gflops),
         "peak_rss_mb": peak_rss_mb(),
         "perplexity": ppl,
         "linears": linears,

@@ -54,6 +54,7 @@ fn run<B: Backend>(
         b.group_params(
             spec.grid,
             Clip::MinMax,
+            None,
             &w,
             spec.group_size,
             &mut scales,
@@ -284,17 +285,24 @@ fn rtn_sweep_and_group_params_are_bit_exact() {
     eprintln!("rtn sweep: {total} configurations bit-identical");
 }
 
-/// Squared rounding error of one (row, group) under `p`, in f64.
-fn group_sq_err(grid: Grid, vals: &[f32], p: GroupParams) -> f64 {
+/// Weighted squared rounding error of one (row, group) under `p`, in f64.
+fn group_sq_err(grid: Grid, vals: &[f32], wts: Option<&[f32]>, p: GroupParams) -> f64 {
     vals.iter()
-        .map(|&v| ((grid.dequant(grid.code(v, p), p) - v) as f64).powi(2))
+        .enumerate()
+        .map(|(k, &v)| {
+            let wk = wts.map_or(1.0, |w| w[k] as f64);
+            wk * ((grid.dequant(grid.code(v, p), p) - v) as f64).powi(2)
+        })
         .sum()
 }
 
-/// `Backend::group_params` under `Clip::Mse`: (scales, zeros) on the host.
+/// `Backend::group_params` of an MSE search: (scales, zeros) on the host.
+#[allow(clippy::too_many_arguments)]
 fn mse_params<B: Backend>(
     b: &B,
     grid: Grid,
+    clip: Clip,
+    cw: Option<&[f32]>,
     w: &[f32],
     m: usize,
     d: usize,
@@ -303,16 +311,17 @@ fn mse_params<B: Backend>(
     let ng = d.div_ceil(gs);
     let wm = b.upload(m, d, w).unwrap();
     let (mut s, mut z) = (b.zeros(m, ng).unwrap(), b.zeros(m, ng).unwrap());
-    b.group_params(grid, Clip::Mse, &wm, gs, &mut s, &mut z)
+    b.group_params(grid, clip, cw, &wm, gs, &mut s, &mut z)
         .unwrap();
     (b.download(&s).unwrap(), b.download(&z).unwrap())
 }
 
-/// `--clip mse` static group parameters: the CPU backend equals the scalar
-/// `Grid::params_clipped` bit for bit (rows in several vector chunks, short last groups);
-/// the GPU agrees with it except where two candidates score within f32 rounding (a fused
-/// multiply-add in the squared-error sum may reorder them), and there both choices must round
-/// the group equally well (1e-5 relative) — at most 1 % of the groups.
+/// `--clip mse` / `hmse` static group parameters (unweighted, and with `diag(H)`-like column
+/// weights): the CPU backend equals the scalar `Grid::params_weighted` bit for bit (rows in
+/// several vector chunks, short last groups); the GPU agrees with it except where two
+/// candidates score within f32 rounding (a fused multiply-add in the error sum may reorder
+/// them), and there both choices must round the group equally well (1e-5 relative) — at most
+/// 1 % of the groups.
 #[test]
 fn mse_group_params_agree_with_cpu_and_scalar_grid() {
     let Some(gpu) = gpu_common::backend() else {
@@ -328,24 +337,27 @@ fn mse_group_params_agree_with_cpu_and_scalar_grid() {
     for i in 0..d {
         w[i * m + 3] = 0.0; // an all-zero row
     }
+    let weights: Vec<f32> = (0..d).map(|_| rng.normal().abs() * 3.0 + 0.01).collect();
     let (mut groups, mut same) = (0usize, 0usize);
-    for bits in [2, 3, 4, 8] {
+    let cases = [(Clip::Mse, None), (Clip::HessianMse, Some(&weights[..]))];
+    for ((clip, cw), bits) in cases.iter().flat_map(|c| [2, 3, 4, 8].map(|b| (*c, b))) {
         for sym in [false, true] {
             for gs in [16usize, 5, d] {
                 let grid = Grid::new(bits, sym);
                 let ng = d.div_ceil(gs);
-                let (cs, cz) = mse_params(&cpu, grid, &w, m, d, gs);
-                let (gs_, gz) = mse_params(&gpu, grid, &w, m, d, gs);
+                let (cs, cz) = mse_params(&cpu, grid, clip, cw, &w, m, d, gs);
+                let (gs_, gz) = mse_params(&gpu, grid, clip, cw, &w, m, d, gs);
                 let mut clipped = 0;
                 for g in 0..ng {
                     for r in 0..m {
-                        let vals: Vec<f32> = (g * gs..((g + 1) * gs).min(d))
-                            .map(|k| w[k * m + r])
-                            .collect();
-                        let want = grid.params_clipped(&vals, Clip::Mse);
+                        let cols = g * gs..((g + 1) * gs).min(d);
+                        let vals: Vec<f32> = cols.clone().map(|k| w[k * m + r]).collect();
+                        let wts = cw.map(|c| &c[cols.clone()]);
+                        let want = grid.params_weighted(&vals, wts, clip);
                         let full = grid.params_clipped(&vals, Clip::MinMax);
                         let i = g * m + r;
-                        let what = format!("bits {bits} sym {sym} group {gs}: row {r} group {g}");
+                        let what =
+                            format!("{clip:?} bits {bits} sym {sym} group {gs}: row {r} group {g}");
                         assert_eq!(cs[i].to_bits(), want.scale.to_bits(), "{what}: cpu scale");
                         assert_eq!(cz[i].to_bits(), want.zero.to_bits(), "{what}: cpu zero");
                         clipped += (want.scale != full.scale) as usize;
@@ -353,26 +365,26 @@ fn mse_group_params_agree_with_cpu_and_scalar_grid() {
                         if gs_[i].to_bits() == cs[i].to_bits() && gz[i].to_bits() == cz[i].to_bits()
                         {
                             same += 1;
-                        } else {
-                            let got = GroupParams {
-                                scale: gs_[i],
-                                zero: gz[i],
-                            };
-                            let (eg, ec) = (
-                                group_sq_err(grid, &vals, got),
-                                group_sq_err(grid, &vals, want),
-                            );
-                            assert!(
-                                (eg - ec).abs() <= 1e-5 * ec.max(1e-30),
-                                "{what}: gpu {got:?} err {eg} vs cpu {want:?} err {ec}"
-                            );
+                            continue;
                         }
+                        let got = GroupParams {
+                            scale: gs_[i],
+                            zero: gz[i],
+                        };
+                        let (eg, ec) = (
+                            group_sq_err(grid, &vals, wts, got),
+                            group_sq_err(grid, &vals, wts, want),
+                        );
+                        assert!(
+                            (eg - ec).abs() <= 1e-5 * ec.max(1e-30),
+                            "{what}: gpu {got:?} err {eg} vs cpu {want:?} err {ec}"
+                        );
                     }
                 }
                 if bits <= 4 {
                     assert!(
                         clipped > 0,
-                        "bits {bits} sym {sym} group {gs}: nothing clipped"
+                        "{clip:?} bits {bits} sym {sym} group {gs}: none clipped"
                     );
                 }
             }

@@ -305,6 +305,18 @@ pub fn quantize_from_grams<B: Backend>(
     )
 }
 
+/// FLOPs of quantizing one `m × d` layer from its Grams, counted by their dominant terms as
+/// `benches/layer.rs` does: the factorisation ≈ `1.3·d³` (damping, Cholesky, inverse, the
+/// factor of the inverse) and `≈ 5·m·d²` for the sweep with its trailing updates, Qronos's
+/// first-column correction and the objectives (without objectives `3·m·d²`); RTN `≈ 0`.
+pub fn quantize_flops(cfg: &QuantConfig, m: usize, d: usize) -> f64 {
+    let (m, d) = (m as f64, d as f64);
+    match cfg.method {
+        Method::Rtn => 10.0 * m * d,
+        _ => 1.3 * d.powi(3) + if cfg.objectives { 5.0 } else { 3.0 } * m * d * d,
+    }
+}
+
 /// `diag(H)` of finished Grams, read back as `d` values (never the `d × d` matrix):
 /// `dot_cols(H, I)` picks each diagonal entry exactly.
 pub fn grams_diag<B: Backend>(backend: &B, grams: &Grams<B::Mat>) -> Result<Vec<f64>> {
@@ -372,6 +384,19 @@ fn grams<B: Backend>(
             Ok((grams, diag))
         }
     }
+}
+
+/// Column weights of the [`Clip::HessianMse`] search: `diag(H)` in the order of the matrix
+/// whose groups are searched (`perm` = its column order; `None` = original). `None` for
+/// other clips and for RTN (no data).
+fn col_weights(cfg: &QuantConfig, diag: &[f64], perm: Option<&[usize]>) -> Option<Vec<f32>> {
+    if cfg.clip != crate::grid::Clip::HessianMse || cfg.method == Method::Rtn {
+        return None;
+    }
+    Some(match perm {
+        None => diag.iter().map(|&v| v as f32).collect(),
+        Some(p) => p.iter().map(|&j| diag[j] as f32).collect(),
+    })
 }
 
 /// The sweep order: identity, or columns by descending `diag(H)` (ties by index).
@@ -526,6 +551,12 @@ fn run_once<B: Backend>(
         }
         ((0..d).map(|j| (j / g) as u32).collect(), g_idx)
     };
+    // Hessian-weighted clipping has no Hessian under RTN: the full range (the unweighted
+    // MSE search clips the few large weights that matter most, BENCHMARKS.md)
+    let clip = match (cfg.clip, rtn) {
+        (crate::grid::Clip::HessianMse, true) => crate::grid::Clip::MinMax,
+        (c, _) => c,
+    };
     if !dynamic {
         if cfg.act_order && !cfg.desc_act && !rtn {
             // parameters of the original contiguous groups: `w` (dead columns zeroed) put
@@ -535,9 +566,11 @@ fn run_once<B: Backend>(
                 inverse[col] = pos as u32;
             }
             let wz = backend.permute(&w, None, Some(&backend.upload_idx(&inverse)?))?;
-            backend.group_params(grid, cfg.clip, &wz, g, &mut scales, &mut zeros)?;
+            let cw: Option<Vec<f32>> = col_weights(cfg, diag, None);
+            backend.group_params(grid, clip, cw.as_deref(), &wz, g, &mut scales, &mut zeros)?;
         } else {
-            backend.group_params(grid, cfg.clip, &w, g, &mut scales, &mut zeros)?;
+            let cw: Option<Vec<f32>> = col_weights(cfg, diag, Some(&perm));
+            backend.group_params(grid, clip, cw.as_deref(), &w, g, &mut scales, &mut zeros)?;
         }
     }
     let group_of = backend.upload_idx(&group_of)?;

@@ -677,6 +677,7 @@ impl Backend for CpuBackend {
         &self,
         grid: Grid,
         clip: Clip,
+        col_weights: Option<&[f32]>,
         w: &Mat<f32>,
         group_size: usize,
         scales: &mut Mat<f32>,
@@ -694,7 +695,7 @@ impl Backend for CpuBackend {
             .map(|&(g, r0)| {
                 let rows = r0..(r0 + GP_ROWS).min(m);
                 let cols = g * group_size..((g + 1) * group_size).min(d);
-                group_params_rows(grid, clip, w, rows, cols)
+                group_params_rows(grid, clip, col_weights, w, rows, cols)
             })
             .collect();
         for (&(g, r0), ps) in tasks.iter().zip(out) {
@@ -715,6 +716,7 @@ const GP_ROWS: usize = 64;
 fn group_params_rows(
     grid: Grid,
     clip: Clip,
+    col_weights: Option<&[f32]>,
     w: &Mat<f32>,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
@@ -748,11 +750,12 @@ fn group_params_rows(
         let mut err = [0f32; GP_ROWS];
         for k in cols.clone() {
             let col = &w.col_as_slice(k)[rows.clone()];
+            let wk = col_weights.map_or(1.0, |cw| cw[k]);
             for (((e, &v), &s), &z) in err.iter_mut().zip(col).zip(&sc).zip(&ze) {
                 // Grid::code and Grid::dequant, spelled out so that the lanes vectorise
                 let c = (crate::grid::round_ties_even(v / s) + z).clamp(0.0, maxq);
                 let x = s * (c - z) - v;
-                *e += x * x;
+                *e += wk * (x * x);
             }
         }
         for r in 0..n {

@@ -294,13 +294,36 @@ pub trait Backend {
     /// Static group parameters of `w` (`m × d`) for contiguous groups of `group_size` columns
     /// (the last one may be shorter), each [`Grid::params_clipped`] under `clip`: writes
     /// `scales`, `zeros` (`m × ceil(d / group_size)`).
+    /// `col_weights` (`d` values, one per column of `w`) weight the squared errors of the
+    /// MSE search ([`Grid::params_weighted`]).
+    #[allow(clippy::too_many_arguments)]
     fn group_params(
         &self,
         grid: Grid,
         clip: Clip,
+        col_weights: Option<&[f32]>,
         w: &Self::Mat,
         group_size: usize,
         scales: &mut Self::Mat,
         zeros: &mut Self::Mat,
     ) -> Result<()>;
+}
+
+/// The backend's f32 GEMM rate in GFLOP/s on `m × k · k × n` (best of 3 after one warm-up),
+/// the yardstick the benchmarks and `qronos quantize`'s report measure FLOP rates against.
+pub fn gemm_rate<B: Backend>(be: &B, m: usize, k: usize, n: usize) -> Result<f64> {
+    let a = be.upload(m, k, &vec![0.5; m * k])?;
+    let x = be.upload(k, n, &vec![0.25; k * n])?;
+    let mut c = be.zeros(m, n)?;
+    let (rc, ra, rx) = (Region::all(m, n), Region::all(m, k), Region::all(k, n));
+    let mut best = f64::MAX;
+    for i in 0..4 {
+        let t = std::time::Instant::now();
+        be.gemm(&mut c, rc, 1.0, &a, ra, false, &x, rx, false, 0.0)?;
+        be.finish()?;
+        if i > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(2.0 * (m * k * n) as f64 / best / 1e9)
 }

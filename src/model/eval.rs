@@ -306,23 +306,51 @@ pub fn perplexity<B: Forward>(
 /// (`q·kᵀ` and `p·v` over keys `j ≤ t`: `4 · head_dim · L(L+1)/2` per head and window).
 /// Norms, rope and softmax are not counted: this is the floor a GEMM-bound forward meets.
 pub fn forward_flops(c: &super::ModelConfig, windows: usize, seqlen: usize) -> f64 {
+    let tokens = (windows * seqlen) as f64;
+    c.num_hidden_layers as f64 * block_flops(c, windows, seqlen, None)
+        + 2.0 * (c.vocab_size * c.hidden_size) as f64 * tokens
+}
+
+/// FLOPs of one decoder block's forward over `windows` windows of `seqlen` tokens, up to the
+/// input of `upto` (`None` = the whole block): `2 · params · tokens` of the linears passed,
+/// plus causal attention `4 · head_dim · L(L+1)/2` per head and window once past q/k/v.
+pub fn block_flops(
+    c: &super::ModelConfig,
+    windows: usize,
+    seqlen: usize,
+    upto: Option<super::llama::Site>,
+) -> f64 {
+    use super::llama::Site;
     let (h, q, kv, f) = (
         c.hidden_size as f64,
         (c.num_attention_heads * c.head_dim) as f64,
         (c.num_key_value_heads * c.head_dim) as f64,
         c.intermediate_size as f64,
     );
-    let block_params = h * (q + 2.0 * kv) + q * h + 3.0 * h * f;
-    let params = c.num_hidden_layers as f64 * block_params + c.vocab_size as f64 * h;
     let tokens = (windows * seqlen) as f64;
     let l = seqlen as f64;
-    let attn = c.num_hidden_layers as f64
-        * c.num_attention_heads as f64
+    let attn = c.num_attention_heads as f64
         * windows as f64
         * 4.0
         * c.head_dim as f64
         * (l * (l + 1.0) / 2.0);
-    2.0 * params * tokens + attn
+    // the parts in forward order, each with the site whose input follows it
+    let parts = [
+        (Site::O, 2.0 * h * (q + 2.0 * kv) * tokens + attn),
+        (Site::GateUp, 2.0 * q * h * tokens),
+        (Site::Down, 2.0 * h * 2.0 * f * tokens),
+    ];
+    let mut total = 0.0;
+    if upto == Some(Site::Qkv) {
+        return total;
+    }
+    for (next, flop) in parts {
+        total += flop;
+        if upto == Some(next) {
+            return total;
+        }
+    }
+    total + 2.0 * f * h * tokens
 }
 
 /// Logits of one sequence (`vocab × ids.len()`, column-major: column `t` is position `t`),

@@ -24,7 +24,7 @@
 
 use std::time::Instant;
 
-use super::eval::{chunk_windows, embed_chunks};
+use super::eval::{block_flops, chunk_windows, embed_chunks};
 use super::files::ModelDir;
 use super::llama::{Block, FakeQuantTaps, Site, Taps};
 use crate::algo::{
@@ -105,11 +105,29 @@ pub struct StageSeconds {
     pub advance: f64,
 }
 
+/// FLOPs per pipeline stage (summed over blocks), counted from the shapes as the stages run:
+/// forwards by [`block_flops`](super::eval::block_flops); Grams as `T·d²` per symmetric
+/// product (H, D) and `2·T·d²` for G; quantization by [`crate::algo::quantize_flops`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageFlops {
+    pub capture: f64,
+    pub gram: f64,
+    pub quantize: f64,
+    pub advance: f64,
+}
+
+impl StageFlops {
+    pub fn total(&self) -> f64 {
+        self.capture + self.gram + self.quantize + self.advance
+    }
+}
+
 /// What the pipeline did.
 #[derive(Clone, Debug, Default)]
 pub struct PipelineReport {
     pub linears: Vec<LinearReport>,
     pub seconds: StageSeconds,
+    pub flops: StageFlops,
     pub calibration_tokens: usize,
     /// Whether the calibration streams were kept in host memory
     /// ([`PipelineConfig::stream_device_bytes`]).
@@ -377,6 +395,9 @@ pub fn quantize_model<B: Forward>(
         let t0 = Instant::now();
         let budget = cfg.float_cache_bytes.unwrap_or(FLOAT_CACHE_BYTES);
         let mut cache = float_inputs(be, &fblock, m, xf.as_ref().unwrap_or(&xq), &rope, budget)?;
+        if cache.is_some() {
+            rep.flops.capture += block_flops(c, windows.len(), seqlen, None);
+        }
         be.finish()?;
         rep.seconds.capture += t0.elapsed().as_secs_f64();
         for (k, site) in Site::ALL.into_iter().enumerate() {
@@ -402,6 +423,9 @@ pub fn quantize_model<B: Forward>(
             )?;
         }
         let t0 = Instant::now();
+        let float_advance = xf.is_some() && cache.is_none();
+        rep.flops.advance +=
+            (1 + float_advance as usize) as f64 * block_flops(c, windows.len(), seqlen, None);
         for i in 0..xq.len() {
             let x = xq.take(be, i)?;
             let mut taps = FakeQuantTaps {
@@ -438,6 +462,11 @@ pub fn quantize_model<B: Forward>(
     Ok(rep)
 }
 
+/// The sequence length of a rope table (`head_dim × seqlen`).
+fn rope_len<B: Forward>(be: &B, rope: &B::Mat) -> usize {
+    be.shape(rope).1
+}
+
 /// One input group of block `b`: Grams from both streams, then each of its linears.
 #[allow(clippy::too_many_arguments)]
 fn quantize_group<B: Forward>(
@@ -463,7 +492,12 @@ fn quantize_group<B: Forward>(
     // quantized stream fake-quantizes it)
     let same =
         site == Site::Qkv && cfg.float_stream == FloatStream::Block && cfg.act_bits.is_none();
+    let seqlen = rope_len(be, rope);
+    let windows = rep.calibration_tokens / seqlen;
     let grams = if needs_data {
+        // the quantized stream's partial forward, and the float one unless cached or equal
+        let partial = block_flops(&m.config, windows, seqlen, Some(site));
+        rep.flops.capture += partial * (1 + (!same && cached.is_none()) as usize) as f64;
         let mut acc = None;
         for ci in 0..xq.len() {
             let t0 = Instant::now();
@@ -485,7 +519,9 @@ fn quantize_group<B: Forward>(
             be.finish()?;
             rep.seconds.capture += t0.elapsed().as_secs_f64();
             let t0 = Instant::now();
-            let d = be.shape(&xt).0;
+            let (d, t) = be.shape(&xt);
+            let products = 1 + if same { 0 } else { 2 + lc.objectives as usize };
+            rep.flops.gram += (products * t * d * d) as f64;
             let acc = match &mut acc {
                 Some(a) => a,
                 None => acc.insert(be.gram_init(d, !same, lc.objectives && !same)?),
@@ -533,6 +569,7 @@ fn quantize_group<B: Forward>(
         lin.w = be.upload(inp, out, &r.q)?;
         let secs = t0.elapsed().as_secs_f64();
         rep.seconds.quantize += secs;
+        rep.flops.quantize += crate::algo::quantize_flops(lc, out, inp);
         let t1 = Instant::now();
         sink.linear(b, &name, &r)?;
         rep.seconds.sink += t1.elapsed().as_secs_f64();

@@ -876,12 +876,13 @@ impl Backend for GpuBackend {
         &self,
         grid: Grid,
         clip: Clip,
+        col_weights: Option<&[f32]>,
         w: &GpuMat,
         group_size: usize,
         scales: &mut GpuMat,
         zeros: &mut GpuMat,
     ) -> Result<()> {
-        sweep::group_params(self, grid, clip, w, group_size, scales, zeros)
+        sweep::group_params(self, grid, clip, col_weights, w, group_size, scales, zeros)
     }
 }
 

@@ -44,7 +44,11 @@ gpu_params!(GroupParamsParams {
     s_off: u32,
     z_off: u32,
     mse_steps: u32,
+    weighted: u32,
+    cw_off: u32,
     pad0: u32,
+    pad1: u32,
+    pad2: u32,
 });
 
 gpu_params!(GroupRangeParams {
@@ -279,10 +283,12 @@ fn record_group_range(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn group_params(
     be: &GpuBackend,
     grid: Grid,
     clip: Clip,
+    col_weights: Option<&[f32]>,
     w: &GpuMat,
     group_size: usize,
     scales: &mut GpuMat,
@@ -315,8 +321,9 @@ pub(crate) fn group_params(
             return Err(Error::config(
                 "--clip",
                 format!(
-                    "mse: a group of {} columns of a {m}-row layer is wider than one GPU \
+                    "{}: a group of {} columns of a {m}-row layer is wider than one GPU \
                      binding holds ({cap} columns); use --clip minmax or a group size ≤ {cap}",
+                    clip.name(),
                     group_size.min(d)
                 ),
             ));
@@ -340,8 +347,16 @@ pub(crate) fn group_params(
         });
     }
     let per_panel = cap / group_size.min(d);
+    // column weights of the MSE search (a 1 × d matrix; a dummy when there are none)
+    let cw = match col_weights {
+        Some(c) => {
+            assert_eq!(c.len(), d, "group_params: column weights");
+            crate::backend::Backend::upload(be, 1, d, c)?
+        }
+        None => be.new_mat("group_params.no_weights", 1, 1)?,
+    };
     be.op(op, |enc| {
-        let key = PipelineKey::new(Shader::Sweep, "group_params", 1, 2);
+        let key = PipelineKey::new(Shader::Sweep, "group_params", 2, 2);
         let mut g0 = 0;
         while g0 < ngroups {
             let ng = per_panel.min(ngroups - g0);
@@ -350,6 +365,10 @@ pub(crate) fn group_params(
             let vw = be.view(&w.buf, m, c0, c1);
             let vs = be.view(&scales.buf, m, g0, g0 + ng);
             let vz = be.view(&zeros.buf, m, g0, g0 + ng);
+            let vc = match col_weights {
+                Some(_) => be.view(&cw.buf, 1, c0, c1),
+                None => be.view(&cw.buf, 1, 0, 1),
+            };
             let p = GroupParamsParams {
                 m: m as u32,
                 d: d as u32,
@@ -363,15 +382,17 @@ pub(crate) fn group_params(
                 z_off: vz.elem_off,
                 mse_steps: match clip {
                     Clip::MinMax => 0,
-                    Clip::Mse => crate::grid::MSE_STEPS,
+                    _ => crate::grid::MSE_STEPS,
                 },
+                weighted: col_weights.is_some() as u32,
+                cw_off: vc.elem_off,
                 ..Default::default()
             };
             be.record(
                 enc,
                 Dispatch {
                     key: key.clone(),
-                    reads: vec![vw.bind],
+                    reads: vec![vw.bind, vc.bind],
                     writes: vec![vs.bind, vz.bind],
                     params: bytemuck::bytes_of(&p),
                     groups: [be.groups(op, m, WG)?, be.groups(op, ng, 1)?, 1],
