@@ -139,7 +139,10 @@ pub struct QuantizeArgs {
 impl QuantizeArgs {
     pub fn config(&self) -> Result<qronos::model::quantize::PipelineConfig> {
         let act_order = !self.no_act_order && !self.desc_act;
-        let layer = self.q.config(act_order, self.desc_act)?;
+        // hmse where it applies (static groups of GPTQ / Qronos; measured in BENCHMARKS.md)
+        let fits = self.q.method != MethodArg::Rtn && (act_order || self.q.static_groups);
+        let clip = if fits { Clip::HessianMse } else { Clip::MinMax };
+        let layer = self.q.config(act_order, self.desc_act, clip)?;
         for (flag, v) in [("--act-bits", self.act_bits), ("--kv-bits", self.kv_bits)] {
             if let Some(b) = v {
                 if !(2..=8).contains(&b) {
@@ -294,9 +297,11 @@ pub struct QuantFlags {
     pub static_groups: bool,
     /// Range of each static group: minmax = the group's full range (the references'),
     /// mse = shrunk by the factor in 1, 0.99, …, 0.21 that rounds the group with the least
-    /// squared error.
-    #[arg(long, value_enum, default_value_t = ClipArg::Minmax)]
-    pub clip: ClipArg,
+    /// squared error, hmse = the same with each column's error weighted by diag(H) (GPTQ /
+    /// Qronos; RTN keeps minmax). Default: `quantize` hmse (minmax for RTN and dynamic
+    /// groups), `layer` minmax.
+    #[arg(long, value_enum)]
+    pub clip: Option<ClipArg>,
     /// GPTQ damping, as a fraction of mean(diag H).
     #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub damp_percent: f32,
@@ -314,7 +319,7 @@ pub struct QuantFlags {
 
 impl QuantFlags {
     /// The validated layer config, with the command's act-order choice.
-    pub fn config(&self, act_order: bool, desc_act: bool) -> Result<QuantConfig> {
+    pub fn config(&self, act_order: bool, desc_act: bool, clip: Clip) -> Result<QuantConfig> {
         let cfg = QuantConfig {
             method: match self.method {
                 MethodArg::Rtn => Method::Rtn,
@@ -328,9 +333,10 @@ impl QuantFlags {
             desc_act,
             static_groups: self.static_groups,
             clip: match self.clip {
-                ClipArg::Minmax => Clip::MinMax,
-                ClipArg::Mse => Clip::Mse,
-                ClipArg::Hmse => Clip::HessianMse,
+                None => clip,
+                Some(ClipArg::Minmax) => Clip::MinMax,
+                Some(ClipArg::Mse) => Clip::Mse,
+                Some(ClipArg::Hmse) => Clip::HessianMse,
             },
             damp_percent: self.damp_percent,
             qronos_alpha: self.qronos_alpha,
@@ -364,7 +370,7 @@ pub struct LayerArgs {
 impl LayerArgs {
     /// The validated library config these flags mean.
     pub fn config(&self) -> Result<QuantConfig> {
-        let cfg = self.q.config(self.act_order, self.desc_act)?;
+        let cfg = self.q.config(self.act_order, self.desc_act, Clip::MinMax)?;
         if qronos::io::same_file(&self.case, &self.out) || self.case == self.out {
             return Err(Error::config(
                 "--out",

@@ -83,11 +83,13 @@ fn run_with<B: Forward>(
     (rep, sink.0)
 }
 
+/// The CLI's defaults (act-order, static groups, Hessian-weighted clipping), group 32.
 fn w4() -> QuantConfig {
     QuantConfig {
         bits: 4,
         group_size: qronos::GroupSize::Columns(32),
         act_order: true,
+        clip: qronos::grid::Clip::HessianMse,
         ..QuantConfig::default()
     }
 }
@@ -456,6 +458,22 @@ fn bad_input_is_an_error_and_leaves_no_output() {
         &model,
         &out,
         "tokens",
+    );
+    // a clipping search needs static groups
+    let cl = calib.to_str().unwrap();
+    expect_failure(
+        &[
+            "--calib",
+            cl,
+            "--no-act-order",
+            "--clip",
+            "hmse",
+            "--device",
+            "cpu",
+        ],
+        &model,
+        &out,
+        "--clip",
     );
     // unknown architecture
     let bad_model = dir.join("gpt2");
