@@ -26,18 +26,55 @@ fn grid_range(mn: f32, mx: f32) -> vec2<f32> {
     return vec2<f32>(lo, hi);
 }
 
-// Grid::params_from_range.
-fn grid_params_from_range(mn: f32, mx: f32, bits: u32, sym: bool) -> GridParams {
+// grid::round_scale: a positive scale rounded to the checkpoint's scale dtype
+// (0 = f32, 1 = f16, 2 = bf16; grid::ScaleDtype::code), ties to even, by bit operations.
+fn grid_round_scale(s: f32, dt: u32) -> f32 {
+    let b = bitcast<u32>(s);
+    if (dt == 1u) {
+        let e = (b >> 23u) & 0xffu;
+        if (e >= 143u) {
+            return 65504.0;
+        }
+        if (e >= 113u) {
+            let y = bitcast<f32>((b + 0xfffu + ((b >> 13u) & 1u)) & ~0x1fffu);
+            return min(y, 65504.0);
+        }
+        let n = max(round(s * 16777216.0), 1.0);
+        return n * 5.9604645e-8;
+    }
+    if (dt == 2u) {
+        let y = (b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u;
+        if (y == 0u) {
+            return bitcast<f32>(0x00010000u);
+        }
+        if (y == 0x7f800000u) {
+            return bitcast<f32>(0x7f7f0000u);
+        }
+        return bitcast<f32>(y);
+    }
+    return s;
+}
+
+// Grid::params_from_range (sdt: the scale dtype code).
+fn grid_params_from_range(mn: f32, mx: f32, bits: u32, sym: bool, sdt: u32) -> GridParams {
     let r = grid_range(mn, mx);
     let lo = r.x;
     let hi = r.y;
     let maxq = grid_maxq(bits);
     if (sym) {
         let a = max(-lo, hi);
-        return GridParams(2.0 * a / maxq, f32(1u << (bits - 1u)));
+        return GridParams(grid_round_scale(2.0 * a / maxq, sdt), f32(1u << (bits - 1u)));
     }
-    let scale = (hi - lo) / maxq;
-    return GridParams(scale, round(-lo / scale));
+    let scale = grid_round_scale((hi - lo) / maxq, sdt);
+    // Rust's f32::clamp: compare and replace
+    var z = round(-lo / scale);
+    if (z < 0.0) {
+        z = 0.0;
+    }
+    if (z > maxq) {
+        z = maxq;
+    }
+    return GridParams(scale, z);
 }
 
 // Grid::code: clamp(round(w / s) + z, 0, 2^b − 1). The clamp is written as Rust's

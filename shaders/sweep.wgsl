@@ -31,7 +31,7 @@ struct SweepParams {
     // err: bound from column 0 (lde = m)
     err_off: u32,
     lde: u32,
-    pad0: u32,
+    scale_dtype: u32,
 }
 
 struct GroupParamsParams {
@@ -52,7 +52,7 @@ struct GroupParamsParams {
     // squared errors weighted by gp_cw (bound from column g0 · group_size at cw_off)
     weighted: u32,
     cw_off: u32,
-    pad0: u32,
+    scale_dtype: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -69,7 +69,7 @@ struct GroupRangeParams {
     // the group's scale / zero column
     s_off: u32,
     z_off: u32,
-    pad0: u32,
+    scale_dtype: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -78,7 +78,7 @@ struct ProbeParams {
     n: u32,
     bits: u32,
     sym: u32,
-    pad0: u32,
+    scale_dtype: u32,
 }
 
 const WG: u32 = 64u;
@@ -121,7 +121,7 @@ fn sweep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocatio
                     mn = min(mn, v);
                     mx = max(mx, v);
                 }
-                let gpar = grid_params_from_range(mn, mx, sp.bits, sym);
+                let gpar = grid_params_from_range(mn, mx, sp.bits, sym, sp.scale_dtype);
                 sw_scales[sp.s_off + (grp - sp.g0) * sp.m + r] = gpar.scale;
                 sw_zeros[sp.z_off + (grp - sp.g0) * sp.m + r] = gpar.zero;
             }
@@ -185,13 +185,13 @@ fn group_params(@builtin(global_invocation_id) gid: vec3<u32>) {
         mn = min(mn, v);
         mx = max(mx, v);
     }
-    var gpar = grid_params_from_range(mn, mx, gpp.bits, gpp.sym != 0u);
+    var gpar = grid_params_from_range(mn, mx, gpp.bits, gpp.sym != 0u, gpp.scale_dtype);
     // Grid::params_clipped with Clip::Mse: the first candidate of least squared error
     let range = grid_range(mn, mx);
     var best_err = bitcast<f32>(0x7f800000u);
     for (var i = 0u; i < gpp.mse_steps; i++) {
         let p = f32(100u - i) * 0.01;
-        let cand = grid_params_from_range(range.x * p, range.y * p, gpp.bits, gpp.sym != 0u);
+        let cand = grid_params_from_range(range.x * p, range.y * p, gpp.bits, gpp.sym != 0u, gpp.scale_dtype);
         var err = 0.0;
         for (var k = start; k < end; k++) {
             let v = gpw[gpp.w_off + (k - gpp.g0 * gpp.group_size) * gpp.m + r];
@@ -238,7 +238,7 @@ fn group_range(@builtin(global_invocation_id) gid: vec3<u32>) {
         mx = max(mx, v);
     }
     if (grp.last != 0u) {
-        let gpar = grid_params_from_range(mn, mx, grp.bits, grp.sym != 0u);
+        let gpar = grid_params_from_range(mn, mx, grp.bits, grp.sym != 0u, grp.scale_dtype);
         gr_scales[grp.s_off + r] = gpar.scale;
         gr_zeros[grp.z_off + r] = gpar.zero;
     } else {
@@ -259,7 +259,7 @@ fn grid_probe(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let w = probe_in[3u * i];
-    let gpar = grid_params_from_range(probe_in[3u * i + 1u], probe_in[3u * i + 2u], probe_p.bits, probe_p.sym != 0u);
+    let gpar = grid_params_from_range(probe_in[3u * i + 1u], probe_in[3u * i + 2u], probe_p.bits, probe_p.sym != 0u, probe_p.scale_dtype);
     let c = grid_code(w, gpar, probe_p.bits);
     probe_out[4u * i] = gpar.scale;
     probe_out[4u * i + 1u] = gpar.zero;

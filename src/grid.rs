@@ -5,7 +5,8 @@
 //! - range of a group: `lo = min(min w, 0)`, `hi = max(max w, 0)`; all-zero ⇒ `[-1, 1]`;
 //! - symmetric (GPTQ): `s = 2·max(−lo, hi)/(2^b − 1)`, `z = 2^(b−1)`;
 //! - asymmetric: `s = (hi − lo)/(2^b − 1)`, `z = round(−lo / s)`;
-//! - `c = clamp(round(w / s) + z, 0, 2^b − 1)`, rounding half to even everywhere.
+//! - `c = clamp(round(w / s) + z, 0, 2^b − 1)`, rounding half to even everywhere;
+//! - with a [`ScaleDtype`] other than f32, `s` is rounded to it before `z` and the codes.
 //!
 //! `shaders/common.wgsl` mirrors these functions operation for operation (WGSL `round` is
 //! ties-to-even); `tests/grid_wgsl.rs` checks the two bit for bit. Rust's `f32::round` rounds
@@ -74,11 +75,73 @@ pub fn clipped_range(min: f32, max: f32) -> (f32, f32) {
     }
 }
 
-/// Bits and symmetry of a grid.
+/// The dtype a checkpoint stores scales in. The grid rounds each scale to it (ties to even)
+/// before any code is chosen, so the stored checkpoint decodes to exactly the weights the
+/// algorithm worked with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ScaleDtype {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl ScaleDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScaleDtype::F32 => "f32",
+            ScaleDtype::F16 => "f16",
+            ScaleDtype::Bf16 => "bf16",
+        }
+    }
+    /// The value the WGSL twin receives (`shaders/common.wgsl`, `grid_round_scale`).
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// A positive scale `s` rounded to `dt`, ties to even, by bit operations (the WGSL twin does
+/// the same): f16 keeps 10 fraction bits (subnormals in steps of 2⁻²⁴), bf16 7. A scale that
+/// would round to 0 becomes the dtype's smallest positive value and one beyond the largest
+/// finite value becomes that value (no weights are that far apart from 0 in practice).
+#[inline]
+pub fn round_scale(s: f32, dt: ScaleDtype) -> f32 {
+    const F16_MAX: f32 = 65504.0;
+    const F16_MIN_SUB: f32 = 5.960_464_5e-8; // 2^-24
+    match dt {
+        ScaleDtype::F32 => s,
+        ScaleDtype::F16 => {
+            let b = s.to_bits();
+            let e = (b >> 23) & 0xff;
+            if e >= 143 {
+                return F16_MAX;
+            }
+            if e >= 113 {
+                let y = f32::from_bits((b + 0xfff + ((b >> 13) & 1)) & !0x1fff);
+                return y.min(F16_MAX);
+            }
+            // f16 subnormal range: a multiple of 2^-24 (x · 2^24 is exact)
+            let n = round_ties_even(s * 16_777_216.0).max(1.0);
+            n * F16_MIN_SUB
+        }
+        ScaleDtype::Bf16 => {
+            let b = s.to_bits();
+            let y = (b + 0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+            match y {
+                0 => f32::from_bits(0x0001_0000),
+                0x7f80_0000 => f32::from_bits(0x7f7f_0000),
+                _ => f32::from_bits(y),
+            }
+        }
+    }
+}
+
+/// Bits and symmetry of a grid, and the dtype its scales are stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grid {
     pub bits: u32,
     pub sym: bool,
+    pub scale_dtype: ScaleDtype,
 }
 
 /// Scale and zero point of one (row, group).
@@ -91,7 +154,19 @@ pub struct GroupParams {
 impl Grid {
     pub fn new(bits: u32, sym: bool) -> Self {
         assert!((2..=8).contains(&bits), "bits must be in 2..=8, got {bits}");
-        Grid { bits, sym }
+        Grid {
+            bits,
+            sym,
+            scale_dtype: ScaleDtype::F32,
+        }
+    }
+
+    /// The same grid with scales rounded to `dt`.
+    pub fn with_scale_dtype(self, dt: ScaleDtype) -> Self {
+        Grid {
+            scale_dtype: dt,
+            ..self
+        }
     }
 
     /// Largest code, `2^b − 1`.
@@ -106,14 +181,15 @@ impl Grid {
         if self.sym {
             let a = (-lo).max(hi);
             GroupParams {
-                scale: 2.0 * a / maxq,
+                scale: round_scale(2.0 * a / maxq, self.scale_dtype),
                 zero: (1u32 << (self.bits - 1)) as f32,
             }
         } else {
-            let scale = (hi - lo) / maxq;
+            let scale = round_scale((hi - lo) / maxq, self.scale_dtype);
+            // a scale rounded down may put −lo / s a little past maxq
             GroupParams {
                 scale,
-                zero: round_ties_even(-lo / scale),
+                zero: round_ties_even(-lo / scale).clamp(0.0, maxq),
             }
         }
     }
@@ -317,6 +393,77 @@ mod tests {
         assert_eq!(
             g.params_clipped(&[0.0; 8], Clip::Mse),
             g.params([0.0f32; 8])
+        );
+    }
+
+    /// The bit-level scale rounding equals the `half` crate's f32 → f16 / bf16 conversion
+    /// (round to nearest, ties to even) on every positive value it does not clamp.
+    #[test]
+    fn scale_rounding_matches_half() {
+        let mut xs: Vec<f32> = (1..(1u32 << 31))
+            .step_by(4093)
+            .map(f32::from_bits)
+            .filter(|x| x.is_finite())
+            .collect();
+        // ties and neighbours of the f16 / bf16 grids, subnormal f16 included
+        for k in 1..5000u32 {
+            let t16 = f32::from_bits(0x3880_0000 + (k << 13) - (1 << 12)); // near 2^-14
+            let tb = f32::from_bits(0x3f80_0000 + (k << 16) - (1 << 15));
+            let ts = (k as f32 + 0.5) * 5.960_464_5e-8;
+            for t in [t16, tb, ts] {
+                xs.extend([t, t.next_up(), t.next_down()]);
+            }
+        }
+        for x in xs {
+            let h = half::f16::from_f32(x).to_f32();
+            if h > 0.0 && h.is_finite() {
+                assert_eq!(
+                    round_scale(x, ScaleDtype::F16).to_bits(),
+                    h.to_bits(),
+                    "{x:e}"
+                );
+            }
+            let b = half::bf16::from_f32(x).to_f32();
+            if b > 0.0 && b.is_finite() {
+                assert_eq!(
+                    round_scale(x, ScaleDtype::Bf16).to_bits(),
+                    b.to_bits(),
+                    "{x:e}"
+                );
+            }
+        }
+        assert_eq!(round_scale(1e-12, ScaleDtype::F16), 5.960_464_5e-8);
+        assert_eq!(round_scale(1e6, ScaleDtype::F16), 65504.0);
+        assert_eq!(round_scale(1e-45, ScaleDtype::Bf16).to_bits(), 0x0001_0000);
+        assert_eq!(round_scale(0.1, ScaleDtype::F32), 0.1);
+    }
+
+    /// With a rounded scale every code still dequantizes to `s · (c − z)` with `s`
+    /// representable in the dtype, and the grid is the f32 one when the scale is exact.
+    #[test]
+    fn rounded_scales_are_representable() {
+        for (bits, sym) in [(4, true), (3, false), (8, false), (2, true)] {
+            for dt in [ScaleDtype::F16, ScaleDtype::Bf16] {
+                let g = Grid::new(bits, sym).with_scale_dtype(dt);
+                for (lo, hi) in [(-0.37f32, 0.52), (0.0, 1e-3), (-2.5, -0.5), (-1e-9, 1e-9)] {
+                    let p = g.params_from_range(lo, hi);
+                    let back = match dt {
+                        ScaleDtype::F16 => half::f16::from_f32(p.scale).to_f32(),
+                        _ => half::bf16::from_f32(p.scale).to_f32(),
+                    };
+                    assert_eq!(back, p.scale, "{dt:?} {lo} {hi}");
+                    assert!(p.zero >= 0.0 && p.zero <= g.maxq());
+                }
+            }
+        }
+        // a power-of-two range: the f16 scale equals the f32 one
+        let (a, b) = (
+            Grid::new(4, false),
+            Grid::new(4, false).with_scale_dtype(ScaleDtype::F16),
+        );
+        assert_eq!(
+            a.params_from_range(-7.5, 0.0),
+            b.params_from_range(-7.5, 0.0)
         );
     }
 

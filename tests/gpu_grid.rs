@@ -1,11 +1,12 @@
 //! Bit-exact differential test of the WGSL grid (`shaders/common.wgsl`) against `src/grid.rs`
 //! on hand-picked edge cases: ties (k + ½)·s, clamps, zeros, negative zero, all-zero groups,
-//! one-signed groups, tiny and large ranges, sym and asym, bits 2..=8. Reports every mismatch.
+//! one-signed groups, tiny and large ranges, sym and asym, bits 2..=8, scales in f32, f16
+//! (subnormal and clamped ones included) and bf16. Reports every mismatch.
 
 #[path = "common/gpu.rs"]
 mod gpu_common;
 
-use qronos::grid::Grid;
+use qronos::grid::{Grid, ScaleDtype};
 
 fn cases_for(grid: Grid, lo: f32, hi: f32) -> Vec<[f32; 3]> {
     let p = grid.params_from_range(lo, hi);
@@ -38,7 +39,7 @@ fn wgsl_grid_matches_grid_rs_bit_for_bit() {
     let Some(be) = gpu_common::backend() else {
         return;
     };
-    let ranges: [(f32, f32); 12] = [
+    let ranges: [(f32, f32); 15] = [
         (0.0, 0.0),
         (-0.0, 0.0),
         (-1.0, 1.0),
@@ -47,6 +48,9 @@ fn wgsl_grid_matches_grid_rs_bit_for_bit() {
         (-3.0, -1.0),
         (-1e-30, 1e-30),
         (-65504.0, 30000.0),
+        (-1e6, 2e6),
+        (-3e-7, 1e-7),
+        (-1e-40, 0.0),
         (-0.1, 0.1),
         (-1.5, 3.0),
         (0.0, 1.0),
@@ -59,9 +63,11 @@ fn wgsl_grid_matches_grid_rs_bit_for_bit() {
     extra.extend(ranges);
     let mut mismatches = Vec::new();
     let mut total = 0;
-    for bits in 2..=8 {
+    for (bits, dt) in
+        (2..=8).flat_map(|b| [ScaleDtype::F32, ScaleDtype::F16, ScaleDtype::Bf16].map(|d| (b, d)))
+    {
         for sym in [false, true] {
-            let grid = Grid::new(bits, sym);
+            let grid = Grid::new(bits, sym).with_scale_dtype(dt);
             let cases: Vec<[f32; 3]> = extra
                 .iter()
                 .flat_map(|&(lo, hi)| cases_for(grid, lo, hi))

@@ -29,7 +29,7 @@ gpu_params!(SweepParams {
     z_off: u32,
     err_off: u32,
     lde: u32,
-    pad0: u32,
+    scale_dtype: u32,
 });
 
 gpu_params!(GroupParamsParams {
@@ -46,7 +46,7 @@ gpu_params!(GroupParamsParams {
     mse_steps: u32,
     weighted: u32,
     cw_off: u32,
-    pad0: u32,
+    scale_dtype: u32,
     pad1: u32,
     pad2: u32,
 });
@@ -61,7 +61,7 @@ gpu_params!(GroupRangeParams {
     sym: u32,
     s_off: u32,
     z_off: u32,
-    pad0: u32,
+    scale_dtype: u32,
     pad1: u32,
     pad2: u32,
 });
@@ -70,7 +70,7 @@ gpu_params!(ProbeParams {
     n: u32,
     bits: u32,
     sym: u32,
-    pad0: u32,
+    scale_dtype: u32,
 });
 
 pub(crate) fn layouts() -> Vec<(Shader, ParamLayout)> {
@@ -214,7 +214,7 @@ pub(crate) fn sweep(
             z_off: vz.elem_off,
             err_off: ve.elem_off,
             lde: m as u32,
-            pad0: 0,
+            scale_dtype: spec.grid.scale_dtype.code(),
         };
         be.record(
             enc,
@@ -264,6 +264,7 @@ fn record_group_range(
             last: (k1 == end) as u32,
             bits: grid.bits,
             sym: grid.sym as u32,
+            scale_dtype: grid.scale_dtype.code(),
             s_off: vs.elem_off,
             z_off: vz.elem_off,
             ..Default::default()
@@ -386,6 +387,7 @@ pub(crate) fn group_params(
                 },
                 weighted: col_weights.is_some() as u32,
                 cw_off: vc.elem_off,
+                scale_dtype: grid.scale_dtype.code(),
                 ..Default::default()
             };
             be.record(
@@ -420,7 +422,7 @@ impl GpuBackend {
                 n: n as u32,
                 bits: grid.bits,
                 sym: grid.sym as u32,
-                pad0: 0,
+                scale_dtype: grid.scale_dtype.code(),
             };
             self.record(
                 enc,
