@@ -65,6 +65,53 @@ pub enum FloatStreamArg {
 pub enum FormatArg {
     /// Dequantized weights under the input's names (safetensors), everything else copied.
     Fake,
+    /// GPTQ v1 (`checkpoint_format: "gptq"`, zero points stored as z − 1; symmetric only).
+    Gptq,
+    /// GPTQ v2 (zero points stored as z; symmetric and asymmetric).
+    #[value(name = "gptq_v2")]
+    GptqV2,
+}
+
+impl FormatArg {
+    pub fn format(self) -> qronos::format::Format {
+        use qronos::format::Format;
+        match self {
+            FormatArg::Fake => Format::Fake,
+            FormatArg::Gptq => Format::Gptq,
+            FormatArg::GptqV2 => Format::GptqV2,
+        }
+    }
+}
+
+/// A size like `5GB`, `500MB`, `64KiB` or a number of bytes.
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: not a size (e.g. 5GB, 500MB)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = v * mult;
+    if bytes.is_nan() || bytes < 1.0 {
+        return Err(format!("{s:?}: must be at least one byte"));
+    }
+    Ok(bytes as usize)
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +135,12 @@ pub struct QuantizeArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = FormatArg::Fake)]
     pub format: FormatArg,
-    /// dtype of the dequantized weights in `fake` output.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub dtype: DtypeArg,
+    /// dtype of the dequantized weights in `fake` output (default f32).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Largest weight file; bigger checkpoints are sharded with model.safetensors.index.json.
+    #[arg(long, value_parser = parse_size, default_value = "5GB")]
+    pub max_shard_size: usize,
     #[command(flatten)]
     pub q: QuantFlags,
     /// Act-order with static groups (the default; trivial g_idx).
@@ -142,7 +192,21 @@ impl QuantizeArgs {
         // hmse where it applies (static groups of GPTQ / Qronos; measured in BENCHMARKS.md)
         let fits = self.q.method != MethodArg::Rtn && (act_order || self.q.static_groups);
         let clip = if fits { Clip::HessianMse } else { Clip::MinMax };
-        let layer = self.q.config(act_order, self.desc_act, clip)?;
+        let mut layer = self.q.config(act_order, self.desc_act, clip)?;
+        let format = self.format.format();
+        layer.scale_dtype = format.scale_dtype();
+        if format != qronos::format::Format::Fake {
+            if self.dtype.is_some() {
+                return Err(Error::config(
+                    "--dtype",
+                    format!(
+                        "applies to --format fake; {} stores its own dtypes",
+                        format.name()
+                    ),
+                ));
+            }
+            qronos::format::Stored::new(format, &layer).check_config(&layer)?;
+        }
         for (flag, v) in [("--act-bits", self.act_bits), ("--kv-bits", self.kv_bits)] {
             if let Some(b) = v {
                 if !(2..=8).contains(&b) {

@@ -60,6 +60,7 @@ pub mod algo;
 pub mod alloc;
 pub mod backend;
 pub mod error;
+pub mod format;
 pub mod grid;
 pub mod io;
 pub mod model;

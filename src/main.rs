@@ -321,7 +321,7 @@ impl Quantize<'_> {
     fn on<B: qronos::backend::Forward>(
         &self,
         be: &B,
-        mut sink: LinearLog<'_, qronos::model::export::FakeWriter<'_>>,
+        mut sink: LinearLog<'_, qronos::model::export::CheckpointWriter<'_>>,
         eval: Option<EvalJob<'_>>,
     ) -> anyhow::Result<Quantized> {
         use qronos::model::{perplexity, ModelDir};
@@ -402,7 +402,7 @@ fn flops_report(
 }
 
 fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
-    use qronos::model::export::{copy_side_files, FakeWriter, OutDir};
+    use qronos::model::export::{copy_side_files, CheckpointWriter, OutDir, Output};
     use qronos::model::{calib, ModelDir, Tokenizer};
     let t_start = Instant::now();
     let mut cfg = args.config()?;
@@ -438,15 +438,34 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let out = OutDir::create(&args.model, &args.out)?;
-    let (dtype, dtype_name) = match args.dtype {
-        cli::DtypeArg::F32 => (safetensors::Dtype::F32, "float32"),
-        cli::DtypeArg::F16 => (safetensors::Dtype::F16, "float16"),
-        cli::DtypeArg::Bf16 => (safetensors::Dtype::BF16, "bfloat16"),
+    let format = args.format.format();
+    let (output, dtype_name, quant_json) = if format == qronos::format::Format::Fake {
+        let (dtype, name) = match args.dtype.unwrap_or(cli::DtypeArg::F32) {
+            cli::DtypeArg::F32 => (safetensors::Dtype::F32, "float32"),
+            cli::DtypeArg::F16 => (safetensors::Dtype::F16, "float16"),
+            cli::DtypeArg::Bf16 => (safetensors::Dtype::BF16, "bfloat16"),
+        };
+        (Output::Fake(dtype), Some(name), None)
+    } else {
+        let stored = qronos::format::Stored::new(format, &cfg.layer);
+        for (name, shape) in qronos::model::llama::expected_tensors(&model.config) {
+            if let Some(p) = name
+                .strip_suffix(".weight")
+                .filter(|p| p.ends_with("_proj"))
+            {
+                stored.check_linear(p, shape[0], shape[1])?;
+            }
+        }
+        (
+            Output::Packed(stored),
+            None,
+            Some(stored.config_json(&cfg.layer)),
+        )
     };
-    copy_side_files(&model, out.path(), Some(dtype_name))?;
+    let out = OutDir::create(&args.model, &args.out)?;
+    copy_side_files(&model, out.path(), dtype_name, quant_json.as_ref())?;
     let progress = std::cell::RefCell::new(LogProgress::new());
-    let writer = FakeWriter::create(&model, out.path(), dtype)?;
+    let writer = CheckpointWriter::create(&model, out.path(), output, args.max_shard_size)?;
     let sink = LinearLog {
         inner: writer,
         quiet: args.quiet,
@@ -513,7 +532,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         "qronos": env!("CARGO_PKG_VERSION"),
         "model": args.model.display().to_string(),
         "architecture": model.config.arch.hf_name(),
-        "format": "fake",
+        "format": format.name(),
         "dtype": dtype_name,
         "config": {
             "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),

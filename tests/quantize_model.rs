@@ -3,52 +3,23 @@
 //! give identical bytes, the GPU path agrees with the CPU path, and bad input leaves no
 //! output folder.
 
+#[path = "common/models.rs"]
+mod models;
+
 #[path = "common/gpu.rs"]
 mod gpu_common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use models::{model_dir, tmp, tokens, Collect};
 use qronos::backend::cpu::CpuBackend;
 use qronos::backend::Forward;
 use qronos::model::eval::{perplexity, EvalConfig, Protocol};
 use qronos::model::quantize::{quantize_model, FloatStream, PipelineConfig, PipelineReport, Sink};
 use qronos::model::ModelDir;
 use qronos::{LayerResult, NoProgress, QuantConfig};
-
-fn model_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/models")
-        .join(name)
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("qronos-qm-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
-/// Seeded pseudo-random token ids (the tiny models have no real text).
-fn tokens(n: usize, vocab: u32, seed: u64) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect()
-}
-
-struct Collect(Vec<(String, LayerResult)>);
-impl Sink for Collect {
-    fn linear(&mut self, _block: usize, name: &str, r: &LayerResult) -> qronos::Result<()> {
-        self.0.push((name.to_string(), r.clone()));
-        Ok(())
-    }
-}
 
 fn run<B: Forward>(
     be: &B,
@@ -318,10 +289,11 @@ fn gpu_pipeline_agrees_with_cpu() {
 
 /// A fake-quant folder from collected results (the library's writer).
 fn write_fake(m: &ModelDir, dir: &Path, linears: &[(String, LayerResult)]) {
-    use qronos::model::export::{copy_side_files, FakeWriter};
+    use qronos::model::export::{copy_side_files, CheckpointWriter, Output, MAX_SHARD_BYTES};
     std::fs::create_dir_all(dir).unwrap();
-    copy_side_files(m, dir, Some("float32")).unwrap();
-    let mut w = FakeWriter::create(m, dir, safetensors::Dtype::F32).unwrap();
+    copy_side_files(m, dir, Some("float32"), None).unwrap();
+    let out = Output::Fake(safetensors::Dtype::F32);
+    let mut w = CheckpointWriter::create(m, dir, out, MAX_SHARD_BYTES).unwrap();
     for (name, r) in linears {
         let b: usize = name.split('.').nth(2).unwrap().parse().unwrap();
         w.linear(b, name, r).unwrap();

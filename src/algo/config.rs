@@ -1,6 +1,6 @@
 //! The library's quantization config: validated here, never seen as CLI flags.
 
-use crate::grid::Clip;
+use crate::grid::{Clip, ScaleDtype};
 use crate::{Error, Result};
 
 /// Which algorithm quantizes the layer.
@@ -77,6 +77,9 @@ pub struct QuantConfig {
     pub static_groups: bool,
     /// How static groups choose their range (full range or MSE-clipped).
     pub clip: Clip,
+    /// The dtype the checkpoint stores scales in; the grid rounds scales to it before it
+    /// chooses codes (f32 = no rounding).
+    pub scale_dtype: ScaleDtype,
     /// GPTQ damping: `λ = damp_percent · mean(diag H)`.
     pub damp_percent: f32,
     /// Qronos damping: `λ = qronos_alpha · λmax(H)`.
@@ -102,6 +105,7 @@ impl Default for QuantConfig {
             desc_act: false,
             static_groups: false,
             clip: Clip::MinMax,
+            scale_dtype: ScaleDtype::F32,
             damp_percent: 0.01,
             qronos_alpha: 1e-6,
             power_iters: 30,

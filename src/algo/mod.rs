@@ -483,7 +483,7 @@ fn run_once<B: Backend>(
     progress: &mut dyn Progress,
 ) -> Result<Attempt> {
     let t0 = Instant::now();
-    let grid = Grid::new(cfg.bits, cfg.sym);
+    let grid = Grid::new(cfg.bits, cfg.sym).with_scale_dtype(cfg.scale_dtype);
     let g = cfg.group_size.columns(d);
     let ngroups = d.div_ceil(g);
     let rtn = cfg.method == Method::Rtn;

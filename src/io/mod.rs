@@ -179,24 +179,11 @@ impl SafetensorsFile {
             ));
         }
         let bytes: &[u8] = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(
-                    self.tensor_err(name, format!("dtype {other:?}, expected F32, F16 or BF16"))
-                )
-            }
+        let Some(data) = decode_float(view.dtype(), bytes) else {
+            return Err(self.tensor_err(
+                name,
+                format!("dtype {:?}, expected F32, F16 or BF16", view.dtype()),
+            ));
         };
         self.release(bytes);
         if !all_finite(&data) {
@@ -225,6 +212,25 @@ impl SafetensorsFile {
         self.f32_tensor(name, rank)?
             .ok_or_else(|| self.tensor_err(name, "missing"))
     }
+}
+
+/// Little-endian F32 / F16 / BF16 bytes as f32 (`None` for other dtypes).
+pub fn decode_float(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
 }
 
 /// Whether every value is finite: branch-free over blocks (so it vectorises), large tensors

@@ -10,6 +10,7 @@ use safetensors::Dtype;
 use serde_json::Value;
 
 use super::config::ModelConfig;
+use crate::format::Stored;
 use crate::io::SafetensorsFile;
 use crate::{Error, Result};
 
@@ -22,6 +23,9 @@ pub const INDEX: &str = "model.safetensors.index.json";
 pub struct ModelDir {
     pub dir: PathBuf,
     pub config: ModelConfig,
+    /// How the decoder blocks' linears are stored, when the folder is a quantized checkpoint
+    /// (`quantization_config` in config.json); their weights are dequantized on load.
+    pub quant: Option<Stored>,
     shards: Vec<SafetensorsFile>,
     /// tensor name → shard index
     map: HashMap<String, usize>,
@@ -39,10 +43,17 @@ impl ModelDir {
             return Err(Error::model(dir, "model folder", "not a directory"));
         }
         let config = ModelConfig::load(dir)?;
+        let cpath = super::config::config_path(dir);
+        let raw: Value = std::fs::read_to_string(&cpath)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        let quant = Stored::from_config(&cpath, &raw)?;
         let (shards, map) = open_weights(dir)?;
         let m = ModelDir {
             dir: dir.to_path_buf(),
             config,
+            quant,
             shards,
             map,
         };
@@ -55,9 +66,48 @@ impl ModelDir {
         );
         m.check(&last, &[c.hidden_size])?;
         for (name, shape) in super::llama::expected_tensors(&m.config) {
-            m.check(&name, &shape)?;
+            match m.quantized(&name) {
+                Some((s, p)) => {
+                    for t in s.plan(p, shape[0], shape[1], false) {
+                        m.check_stored(&t.name, t.dtype, &t.shape)?;
+                    }
+                }
+                None => m.check(&name, &shape)?,
+            }
         }
         Ok(m)
+    }
+
+    /// The stored layout and linear name when `name` is a quantized linear's weight.
+    fn quantized<'n>(&self, name: &'n str) -> Option<(Stored, &'n str)> {
+        let s = self.quant?;
+        let p = name.strip_suffix(".weight")?;
+        (p.starts_with("model.layers.") && p.ends_with("_proj")).then_some((s, p))
+    }
+
+    /// A packed tensor of a quantized linear: present with this dtype and shape.
+    fn check_stored(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<()> {
+        let Some(&i) = self.map.get(name) else {
+            return Err(Error::Tensor {
+                path: self.where_(name),
+                tensor: name.to_string(),
+                reason: format!(
+                    "missing (expected {dtype:?} {shape:?} from config.json's quantization_config)"
+                ),
+            });
+        };
+        let (dt, got) = self.shards[i].tensor_info(name).expect("indexed");
+        if dt != dtype || got != shape {
+            return Err(Error::Tensor {
+                path: self.shards[i].path().to_path_buf(),
+                tensor: name.to_string(),
+                reason: format!(
+                    "{dt:?} {got:?}, expected {dtype:?} {shape:?} from config.json's \
+                     quantization_config"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The file a tensor is in, or where it was looked for.
@@ -133,8 +183,27 @@ impl ModelDir {
         Ok(())
     }
 
-    /// Tensor `name` as f32 (row-major, in the file's shape), checked against `shape`.
+    /// Tensor `name` as f32 (row-major, in the file's shape), checked against `shape`. A
+    /// quantized linear's weight is dequantized from its packed tensors.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        if let Some((s, p)) = self.quantized(name) {
+            let get = |n: &str| -> Result<crate::format::RawTensor<'_>> {
+                self.raw(n).ok_or_else(|| Error::Tensor {
+                    path: self.where_(n),
+                    tensor: n.to_string(),
+                    reason: "missing".into(),
+                })
+            };
+            return s.decode(&get, p, shape[0], shape[1]).map_err(|e| match e {
+                // name the file the tensor is in
+                Error::Tensor { tensor, reason, .. } => Error::Tensor {
+                    path: self.where_(&tensor),
+                    tensor,
+                    reason,
+                },
+                e => e,
+            });
+        }
         self.check(name, shape)?;
         let i = self.map[name];
         self.shards[i]

@@ -1,0 +1,474 @@
+//! Checkpoint formats (issue 12): what we write must decode, by a decoder written here from
+//! the format description (the layout GPTQModel / AutoGPTQ readers use, not the writer's own
+//! unpacking code), to exactly the weights the pipeline produced; `qronos eval` must read
+//! the folder to the same perplexity as the fake folder of the same quantization; and the
+//! formats' refusals are errors before any work.
+
+#[path = "common/models.rs"]
+mod models;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use models::{model_dir, tmp, tokens, Collect};
+use qronos::backend::cpu::CpuBackend;
+use qronos::format::{Format, Stored};
+use qronos::grid::{Clip, ScaleDtype};
+use qronos::model::eval::{perplexity, EvalConfig, Protocol};
+use qronos::model::export::{copy_side_files, CheckpointWriter, Output, MAX_SHARD_BYTES};
+use qronos::model::quantize::{quantize_model, FloatStream, PipelineConfig, Sink};
+use qronos::model::ModelDir;
+use qronos::{GroupSize, LayerResult, NoProgress, QuantConfig};
+
+/// The pipeline's results on a tiny model with scales rounded for `format`.
+fn quantize(m: &ModelDir, layer: QuantConfig, format: Format) -> Vec<(String, LayerResult)> {
+    let layer = QuantConfig {
+        scale_dtype: format.scale_dtype(),
+        ..layer
+    };
+    let ids = tokens(4000, m.config.vocab_size as u32, 7);
+    let windows = qronos::model::calib::windows(&ids, 8, 32, 0, "test tokens").unwrap();
+    let cfg = PipelineConfig {
+        layer,
+        float_stream: FloatStream::Block,
+        chunk_tokens: Some(128),
+        act_bits: None,
+        kv_bits: None,
+        float_cache_bytes: None,
+        stream_device_bytes: None,
+    };
+    let mut sink = Collect(Vec::new());
+    quantize_model(
+        &CpuBackend::new(),
+        m,
+        &windows,
+        &cfg,
+        &mut sink,
+        &mut NoProgress,
+    )
+    .unwrap();
+    sink.0
+}
+
+fn write(
+    m: &ModelDir,
+    dir: &Path,
+    out: Output,
+    cfg: &QuantConfig,
+    shard: usize,
+    rs: &[(String, LayerResult)],
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let q = match out {
+        Output::Packed(s) => Some(s.config_json(cfg)),
+        Output::Fake(_) => None,
+    };
+    let dt = matches!(out, Output::Fake(_)).then_some("float32");
+    copy_side_files(m, dir, dt, q.as_ref()).unwrap();
+    let mut w = CheckpointWriter::create(m, dir, out, shard).unwrap();
+    for (name, r) in rs {
+        let b: usize = name.split('.').nth(2).unwrap().parse().unwrap();
+        w.linear(b, name, r).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Every tensor of a folder's safetensors files, read with the `safetensors` crate.
+fn read_all(dir: &Path) -> HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)> {
+    let mut out = HashMap::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let bytes = std::fs::read(&p).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            for (name, v) in st.tensors() {
+                out.insert(name, (v.dtype(), v.shape().to_vec(), v.data().to_vec()));
+            }
+        }
+    }
+    out
+}
+
+fn words(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The codes of one packed column of `b`-bit values, decoded as GPTQ readers do: for 2, 4
+/// and 8 bits `(word >> b·i) & mask` with `32/b` values per word; for 3 bits the
+/// `10 | 1 | 10 | 1 | 10` layout of three words per 32 values (AutoGPTQ's pack).
+fn gptq_codes(col: &[u32], b: u32, n: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(n);
+    if b == 3 {
+        for w in col.chunks(3) {
+            let (a, bb, c) = (w[0], w[1], w[2]);
+            for i in 0..10 {
+                out.push((a >> (3 * i)) & 7);
+            }
+            out.push((a >> 30) | ((bb & 1) << 2));
+            for i in 0..10 {
+                out.push((bb >> (3 * i + 1)) & 7);
+            }
+            out.push((bb >> 31) | ((c & 3) << 1));
+            for i in 0..10 {
+                out.push((c >> (3 * i + 2)) & 7);
+            }
+        }
+    } else {
+        let per = 32 / b;
+        for &w in col {
+            for i in 0..per {
+                out.push((w >> (b * i)) & ((1 << b) - 1));
+            }
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+/// Dequantize one GPTQ linear from the raw tensors: `w[n,k] = s[g,n]·(c[n,k] − z[g,n])`,
+/// `g = g_idx[k]`, `z` = the stored field (+1 for v1).
+fn gptq_decode(
+    t: &HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    name: &str,
+    b: u32,
+    v1: bool,
+) -> (Vec<f32>, usize, usize, Vec<u32>) {
+    let qw = &t[&format!("{name}.qweight")];
+    let qz = &t[&format!("{name}.qzeros")];
+    let sc = &t[&format!("{name}.scales")];
+    let gi = &t[&format!("{name}.g_idx")];
+    assert_eq!(qw.0, safetensors::Dtype::I32);
+    assert_eq!(qz.0, safetensors::Dtype::I32);
+    assert_eq!(sc.0, safetensors::Dtype::F16);
+    assert_eq!(gi.0, safetensors::Dtype::I32);
+    let (rows, m) = (qw.1[0], qw.1[1]);
+    let d = gi.1[0];
+    let g = sc.1[0];
+    assert_eq!(rows * 32, d * b as usize, "{name}: qweight rows");
+    let qw = words(&qw.2);
+    let qzw = words(&qz.2);
+    let zw_per_row = qz.1[1];
+    let g_idx: Vec<usize> = words(&gi.2).into_iter().map(|x| x as usize).collect();
+    let scale = |gg: usize, n: usize| {
+        let i = 2 * (gg * m + n);
+        half::f16::from_le_bytes([sc.2[i], sc.2[i + 1]]).to_f32()
+    };
+    let zeros: Vec<Vec<u32>> = (0..g)
+        .map(|gg| {
+            gptq_codes(&qzw[gg * zw_per_row..(gg + 1) * zw_per_row], b, m)
+                .into_iter()
+                .map(|z| z + v1 as u32)
+                .collect()
+        })
+        .collect();
+    let mut w = vec![0f32; m * d];
+    for n in 0..m {
+        let col: Vec<u32> = (0..rows).map(|r| qw[r * m + n]).collect();
+        for (k, c) in gptq_codes(&col, b, d).into_iter().enumerate() {
+            let gg = g_idx[k];
+            w[n * d + k] = scale(gg, n) * (c as f32 - zeros[gg][n] as f32);
+        }
+    }
+    (w, m, d, qzw)
+}
+
+fn layer(bits: u32, sym: bool, group: usize, desc_act: bool) -> QuantConfig {
+    QuantConfig {
+        bits,
+        sym,
+        group_size: GroupSize::Columns(group),
+        act_order: !desc_act,
+        desc_act,
+        clip: if desc_act {
+            Clip::MinMax
+        } else {
+            Clip::HessianMse
+        },
+        ..QuantConfig::default()
+    }
+}
+
+fn ppl(dir: &Path) -> f64 {
+    let m = ModelDir::open(dir).unwrap();
+    let ids = tokens(2048, m.config.vocab_size as u32, 99);
+    let cfg = EvalConfig {
+        seqlen: 64,
+        max_tokens: None,
+        protocol: Protocol::Standard,
+        chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
+    };
+    perplexity(&CpuBackend::new(), &m, &ids, None, &cfg, &mut NoProgress)
+        .unwrap()
+        .ppl
+}
+
+/// GPTQ v1 and v2, sym and asym, 2/3/4/8 bits, contiguous and permuted groups, with and
+/// without biases: the independent decoder gives the pipeline's weights bit for bit, sym
+/// zero points are the known constant words, scales are F16, and `qronos eval` gives the
+/// fake folder's perplexity exactly (both hold the same f32 weights).
+#[test]
+fn gptq_folders_decode_exactly_and_evaluate_like_fake() {
+    let cases = [
+        ("llama3-rope", Format::Gptq, layer(4, true, 32, false)),
+        ("llama-bias", Format::Gptq, layer(3, true, 32, false)),
+        ("qwen2", Format::GptqV2, layer(4, false, 32, false)),
+        ("llama3-rope", Format::GptqV2, layer(2, true, 16, true)),
+        ("mistral", Format::Gptq, layer(8, true, 64, false)),
+    ];
+    for (model, format, cfg) in cases {
+        let m = ModelDir::open(&model_dir(model)).unwrap();
+        let rs = quantize(&m, cfg.clone(), format);
+        let stored = Stored::new(format, &cfg);
+        let what = format!(
+            "{model} {} b{} sym {} desc {}",
+            format.name(),
+            cfg.bits,
+            cfg.sym,
+            cfg.desc_act
+        );
+        let (dq, df) = (tmp("gptq"), tmp("fake"));
+        write(&m, &dq, Output::Packed(stored), &cfg, MAX_SHARD_BYTES, &rs);
+        write(
+            &m,
+            &df,
+            Output::Fake(safetensors::Dtype::F32),
+            &cfg,
+            MAX_SHARD_BYTES,
+            &rs,
+        );
+        let t = read_all(&dq);
+        let b = cfg.bits;
+        for (name, r) in &rs {
+            assert!(
+                !t.contains_key(&format!("{name}.weight")),
+                "{what}: {name}.weight left"
+            );
+            let (w, m_, d_, qz) = gptq_decode(&t, name, b, format == Format::Gptq);
+            assert_eq!((m_, d_), (r.m, r.d));
+            let bad = (0..w.len())
+                .filter(|&i| w[i].to_bits() != r.q[i].to_bits())
+                .count();
+            assert_eq!(bad, 0, "{what} {name}: {bad} weights decode differently");
+            if cfg.sym {
+                let want: &[u32] = match (b, format == Format::Gptq) {
+                    (4, true) => &[0x7777_7777],
+                    (4, false) => &[0x8888_8888],
+                    (3, true) => &[0xDB6D_B6DB, 0xB6DB_6DB6, 0x6DB6_DB6D],
+                    (2, true) => &[0x5555_5555],
+                    (2, false) => &[0xAAAA_AAAA],
+                    (8, true) => &[0x7F7F_7F7F],
+                    _ => unreachable!(),
+                };
+                let row = qz.len() / r.ngroups;
+                for (i, &x) in qz.iter().enumerate() {
+                    assert_eq!(
+                        x,
+                        want[(i % row) % want.len()],
+                        "{what} {name}: qzeros word {i}"
+                    );
+                }
+            }
+            // trivial g_idx with static contiguous groups, permuted with desc_act
+            let gi = words(&t[&format!("{name}.g_idx")].2);
+            let trivial = gi
+                .iter()
+                .enumerate()
+                .all(|(k, &g)| g as usize == k / 32.min(r.d));
+            if !cfg.desc_act && cfg.group_size == GroupSize::Columns(32) {
+                assert!(trivial, "{what} {name}: g_idx must be k / g");
+            }
+            if let Some(bias) = t.get(&format!("{name}.bias")) {
+                assert_eq!(bias.0, safetensors::Dtype::F16, "{what}: bias dtype");
+            }
+        }
+        // non-quantized tensors are copied in their dtype
+        let src = read_all(&model_dir(model));
+        for (n, v) in &src {
+            if !n.ends_with("_proj.weight") && !n.ends_with("_proj.bias") {
+                assert_eq!(&t[n], v, "{what}: {n} must be copied unchanged");
+            }
+        }
+        let cfgj: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dq.join("config.json")).unwrap())
+                .unwrap();
+        let q = &cfgj["quantization_config"];
+        assert_eq!(q["quant_method"], "gptq");
+        assert_eq!(q["checkpoint_format"], format.name());
+        assert_eq!(q["format"], format.name());
+        assert_eq!(q["bits"], b);
+        assert_eq!(q["sym"], cfg.sym);
+        assert_eq!(q["desc_act"], cfg.desc_act);
+        assert!(q["meta"]["quantizer"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("qronos:"));
+        assert!(dq.join("quantize_config.json").exists());
+        // the same f32 weights: the same perplexity, bit for bit; GPTQ stores biases in F16
+        // (what its loaders use), so a model with biases moves by that rounding only
+        let (pq, pf) = (ppl(&dq), ppl(&df));
+        let biased = m.config.qkv_bias || m.config.o_bias || m.config.mlp_bias;
+        if biased {
+            assert!(
+                (pq - pf).abs() <= 1e-4 * pf,
+                "{what}: ppl {pq} (gptq) vs {pf} (fake)"
+            );
+        } else {
+            assert_eq!(
+                pq.to_bits(),
+                pf.to_bits(),
+                "{what}: ppl {pq} (gptq) vs {pf} (fake)"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dq);
+        let _ = std::fs::remove_dir_all(&df);
+    }
+}
+
+/// Shards of at most N bytes with an index; the folder evaluates like the single file.
+#[test]
+fn sharded_output_has_an_index_and_reads_back() {
+    let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
+    let cfg = layer(4, true, 32, false);
+    let rs = quantize(&m, cfg.clone(), Format::Gptq);
+    let s = Stored::new(Format::Gptq, &cfg);
+    let (one, many) = (tmp("one"), tmp("many"));
+    write(&m, &one, Output::Packed(s), &cfg, MAX_SHARD_BYTES, &rs);
+    write(&m, &many, Output::Packed(s), &cfg, 40_000, &rs);
+    let files: Vec<String> = std::fs::read_dir(&many)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        assert!(f.starts_with("model-0000") && f.contains("-of-0000"), "{f}");
+        let bytes = std::fs::read(many.join(f)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let data: usize = st.tensors().iter().map(|(_, v)| v.data().len()).sum();
+        assert!(
+            data <= 40_000 || st.len() == 1,
+            "{f}: {data} bytes in {} tensors",
+            st.len()
+        );
+    }
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(many.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        index["weight_map"].as_object().unwrap().len(),
+        read_all(&one).len()
+    );
+    assert_eq!(read_all(&one), read_all(&many));
+    assert_eq!(ppl(&one).to_bits(), ppl(&many).to_bits());
+    let _ = std::fs::remove_dir_all(&one);
+    let _ = std::fs::remove_dir_all(&many);
+}
+
+/// A scale the grid did not round for the format is an error, not a silent rounding.
+#[test]
+fn unrounded_scales_are_refused() {
+    let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
+    let cfg = layer(4, true, 32, false);
+    let rs = quantize(&m, cfg.clone(), Format::Fake); // f32 scales
+    assert_eq!(Format::Fake.scale_dtype(), ScaleDtype::F32);
+    let dir = tmp("unrounded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut w = CheckpointWriter::create(
+        &m,
+        &dir,
+        Output::Packed(Stored::new(Format::Gptq, &cfg)),
+        MAX_SHARD_BYTES,
+    )
+    .unwrap();
+    let (name, r) = &rs[0];
+    let e = w.linear(0, name, r).unwrap_err().to_string();
+    assert!(e.contains("f16"), "{e}");
+    drop(w);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn qronos(args: &[&str]) -> (bool, String) {
+    let r = Command::new(env!("CARGO_BIN_EXE_qronos"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        r.status.success(),
+        String::from_utf8_lossy(&r.stderr).to_string(),
+    )
+}
+
+/// The formats' refusals, up front, with the flag and a way out, and no output folder.
+#[test]
+fn format_refusals_are_clear_errors() {
+    let dir = tmp("refuse");
+    std::fs::create_dir_all(&dir).unwrap();
+    let calib = dir.join("calib.txt");
+    std::fs::write(&calib, "the whale and the sea ".repeat(400)).unwrap();
+    let model = model_dir("llama3-rope");
+    let out = dir.join("out");
+    let base = |extra: &[&str]| -> (bool, String) {
+        let mut a = vec![
+            "quantize",
+            "--model",
+            model.to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--nsamples",
+            "2",
+            "--seqlen",
+            "32",
+            "--device",
+            "cpu",
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        qronos(&a)
+    };
+    for (extra, want) in [
+        (&["--format", "gptq", "--asym"][..], "gptq_v2"),
+        (&["--format", "gptq", "--bits", "5"][..], "--bits"),
+        (&["--format", "gptq_v2", "--dtype", "bf16"][..], "--dtype"),
+    ] {
+        let (ok, err) = base(extra);
+        assert!(!ok, "{extra:?} must fail");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "{extra:?}: no output folder");
+    }
+    // a layer whose width the packing cannot hold names the layer
+    let s = Stored::new(Format::Gptq, &layer(3, true, 32, false));
+    let e = s
+        .check_linear("model.layers.0.mlp.down_proj", 64, 48)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.layers.0.mlp.down_proj") && e.contains("48"),
+        "{e}"
+    );
+    // and the CLI writes a folder that `qronos eval` reads
+    let (ok, err) = base(&["--format", "gptq_v2", "--asym"]);
+    assert!(ok, "{err}");
+    let (ok, err) = qronos(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        calib.to_str().unwrap(),
+        "--seqlen",
+        "32",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
