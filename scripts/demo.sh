@@ -4,8 +4,8 @@
 # 128, symmetric, act-order; 32 calibration windows of 512 tokens of calib.txt, seed 0), then
 # measure the float and the quantized model's perplexity on the first 60,000 characters of
 # eval.txt (seqlen 512, standard protocol; transformers + torch give the float model 28.7105).
-# The quantized model (fake-quant Hugging Face folder, f32) goes to target/demo/ (replaced on
-# each run). Prints progress on a terminal and one JSON summary line on stdout.
+# The quantized model (a GPTQ checkpoint; transformers + gptqmodel load it) goes to target/demo/
+# (replaced on each run). Prints progress on a terminal and one JSON summary line on stdout.
 # Usage: bash scripts/demo.sh [extra qronos quantize flags, e.g. --device gpu, --bits 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."

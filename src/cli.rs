@@ -133,11 +133,15 @@ pub struct QuantizeArgs {
     /// Output folder (must not exist; written under a temporary name, renamed at the end).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value_t = FormatArg::Fake)]
+    #[arg(long, value_enum, default_value_t = FormatArg::Gptq)]
     pub format: FormatArg,
     /// dtype of the dequantized weights in `fake` output (default f32).
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
+    /// With `--format fake`: round scales to this dtype before choosing codes, as the packed
+    /// format that stores them would (gptq: f16), so the fake folder holds exactly its weights.
+    #[arg(long, value_enum)]
+    pub scale_dtype: Option<DtypeArg>,
     /// Largest weight file; bigger checkpoints are sharded with model.safetensors.index.json.
     #[arg(long, value_parser = parse_size, default_value = "5GB")]
     pub max_shard_size: usize,
@@ -195,15 +199,25 @@ impl QuantizeArgs {
         let mut layer = self.q.config(act_order, self.desc_act, clip)?;
         let format = self.format.format();
         layer.scale_dtype = format.scale_dtype();
-        if format != qronos::format::Format::Fake {
-            if self.dtype.is_some() {
-                return Err(Error::config(
-                    "--dtype",
-                    format!(
-                        "applies to --format fake; {} stores its own dtypes",
-                        format.name()
-                    ),
-                ));
+        if format == qronos::format::Format::Fake {
+            if let Some(dt) = self.scale_dtype {
+                layer.scale_dtype = match dt {
+                    DtypeArg::F32 => qronos::grid::ScaleDtype::F32,
+                    DtypeArg::F16 => qronos::grid::ScaleDtype::F16,
+                    DtypeArg::Bf16 => qronos::grid::ScaleDtype::Bf16,
+                };
+            }
+        } else {
+            for (flag, given) in [("--dtype", self.dtype), ("--scale-dtype", self.scale_dtype)] {
+                if given.is_some() {
+                    return Err(Error::config(
+                        flag,
+                        format!(
+                            "applies to --format fake; {} stores its own dtypes",
+                            format.name()
+                        ),
+                    ));
+                }
             }
             qronos::format::Stored::new(format, &layer).check_config(&layer)?;
         }

@@ -538,6 +538,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             "method": lc.method.name(), "bits": lc.bits, "group_size": lc.group_size.as_i64(),
             "sym": lc.sym, "act_order": lc.act_order, "desc_act": lc.desc_act,
             "static_groups": lc.static_groups(), "clip": lc.clip.name(),
+            "scale_dtype": lc.scale_dtype.name(),
             "damp_percent": lc.damp_percent,
             "qronos_alpha": lc.qronos_alpha, "block_size": lc.block_size,
             "objectives": lc.objectives, "float_stream": cfg.float_stream.name(),

@@ -455,6 +455,19 @@ fn format_refusals_are_clear_errors() {
         e.contains("model.layers.0.mlp.down_proj") && e.contains("48"),
         "{e}"
     );
+    // the default format (gptq) is byte-deterministic
+    let mut files = Vec::new();
+    for _ in 0..2 {
+        let (ok, err) = base(&[]);
+        assert!(ok, "{err}");
+        files.push(std::fs::read(out.join("model.safetensors")).unwrap());
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(c["quantization_config"]["checkpoint_format"], "gptq");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    assert!(files[0] == files[1], "two runs wrote different bytes");
     // and the CLI writes a folder that `qronos eval` reads
     let (ok, err) = base(&["--format", "gptq_v2", "--asym"]);
     assert!(ok, "{err}");

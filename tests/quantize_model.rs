@@ -335,6 +335,8 @@ fn cli_output_loads_evaluates_and_is_deterministic() {
                 "--device",
                 "cpu",
                 "--quiet",
+                "--format",
+                "fake",
             ])
             .args(["--eval-seqlen", "48", "--eval"])
             .arg(&calib)
