@@ -173,6 +173,11 @@ pub struct QuantizeArgs {
     /// Per-token, per-head symmetric fake quantization of K and V in the quantized stream.
     #[arg(long)]
     pub kv_bits: Option<u32>,
+    /// MiB of float-block inputs kept per block (one float forward per chunk then serves
+    /// all four linear groups); more than this and each group recomputes its inputs (same
+    /// results, more forwards).
+    #[arg(long, default_value_t = 512)]
+    pub float_cache_mb: usize,
     /// With the GPU: MiB of calibration streams kept on the device; larger streams stay in
     /// host memory and go to the device one chunk at a time.
     #[arg(long, default_value_t = 4096)]
@@ -243,7 +248,7 @@ impl QuantizeArgs {
             chunk_tokens: None,
             act_bits: self.act_bits,
             kv_bits: self.kv_bits,
-            float_cache_bytes: None,
+            float_cache_bytes: Some(self.float_cache_mb << 20),
             stream_device_bytes: None,
         })
     }
