@@ -748,14 +748,16 @@ fn group_params_rows(
             (sc[r], ze[r]) = (p.scale, p.zero);
         }
         let mut err = [0f32; GP_ROWS];
+        let mut v = [0f32; GP_ROWS]; // a full-width column (zero-padded) so the loop vectorises
         for k in cols.clone() {
-            let col = &w.col_as_slice(k)[rows.clone()];
+            v[..n].copy_from_slice(&w.col_as_slice(k)[rows.clone()]);
             let wk = col_weights.map_or(1.0, |cw| cw[k]);
-            for (((e, &v), &s), &z) in err.iter_mut().zip(col).zip(&sc).zip(&ze) {
-                // Grid::code and Grid::dequant, spelled out so that the lanes vectorise
-                let c = (crate::grid::round_ties_even(v / s) + z).clamp(0.0, maxq);
-                let x = s * (c - z) - v;
-                *e += wk * (x * x);
+            for r in 0..GP_ROWS {
+                // Grid::code and Grid::dequant, spelled out branch-free
+                let q = crate::grid::round_ties_even(v[r] / sc[r]) + ze[r];
+                let c = q.max(0.0).min(maxq);
+                let x = sc[r] * (c - ze[r]) - v[r];
+                err[r] += wk * (x * x);
             }
         }
         for r in 0..n {
