@@ -3,8 +3,10 @@
 //! cancellation), it is removed, so a failed run leaves nothing. An output that is the input
 //! folder or inside it is refused.
 //!
-//! Formats: `fake` — the dequantized weights under the input's tensor names (f32 unless a
-//! dtype is asked for), every other tensor copied unchanged, every other file copied.
+//! [`CheckpointWriter`] writes every output format from one plan of tensors: `fake` — the
+//! dequantized weights under the input's tensor names (f32 unless a dtype is asked for) — or
+//! a packed format of [`crate::format`] (GPTQ); every other tensor is copied unchanged,
+//! every other file copied, `config.json` gets the format's `quantization_config`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
