@@ -51,7 +51,7 @@
 //!   [`model::quantize`] runs the same block loop with two calibration streams and quantizes
 //!   every linear from Grams accumulated on the backend ([`quantize_from_grams`]);
 //!   [`model::export`] writes the result.
-//! - [`format`]: checkpoint formats (GPTQ v1 / v2; the bit packing they share): the plan of
+//! - [`format`](mod@format): checkpoint formats (GPTQ v1 / v2; the bit packing they share): the plan of
 //!   tensors per quantized linear, the encoding, the exact decode the writer checks every
 //!   linear with, and the reader `qronos eval` uses on quantized folders.
 //! - [`synth`]: deterministic synthetic LLM-like layers for demos, tests and benches.

@@ -106,7 +106,7 @@ pub struct StageSeconds {
 }
 
 /// FLOPs per pipeline stage (summed over blocks), counted from the shapes as the stages run:
-/// forwards by [`block_flops`](super::eval::block_flops); Grams as `T·d²` per symmetric
+/// forwards by [`super::eval::block_flops`]; Grams as `T·d²` per symmetric
 /// product (H, D) and `2·T·d²` for G; quantization by [`crate::algo::quantize_flops`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageFlops {
