@@ -70,6 +70,10 @@ pub enum FormatArg {
     /// GPTQ v2 (zero points stored as z; symmetric and asymmetric).
     #[value(name = "gptq_v2")]
     GptqV2,
+    /// compressed-tensors pack-quantized (scales in the model's dtype; the group must divide
+    /// every layer's inputs).
+    #[value(name = "compressed-tensors")]
+    CompressedTensors,
 }
 
 impl FormatArg {
@@ -79,6 +83,7 @@ impl FormatArg {
             FormatArg::Fake => Format::Fake,
             FormatArg::Gptq => Format::Gptq,
             FormatArg::GptqV2 => Format::GptqV2,
+            FormatArg::CompressedTensors => Format::CompressedTensors,
         }
     }
 }
@@ -203,7 +208,8 @@ impl QuantizeArgs {
         let clip = if fits { Clip::HessianMse } else { Clip::MinMax };
         let mut layer = self.q.config(act_order, self.desc_act, clip)?;
         let format = self.format.format();
-        layer.scale_dtype = format.scale_dtype();
+        // the model's dtype is set once the model is open (compressed-tensors)
+        layer.scale_dtype = format.scale_dtype(qronos::grid::ScaleDtype::Bf16);
         if format == qronos::format::Format::Fake {
             if let Some(dt) = self.scale_dtype {
                 layer.scale_dtype = match dt {

@@ -439,6 +439,15 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let format = args.format.format();
+    if format == qronos::format::Format::CompressedTensors {
+        // scales in the model's dtype
+        let w = "model.layers.0.self_attn.q_proj.weight";
+        cfg.layer.scale_dtype = match model.raw(w).map(|t| t.0) {
+            Some(safetensors::Dtype::F32) => qronos::grid::ScaleDtype::F32,
+            Some(safetensors::Dtype::F16) => qronos::grid::ScaleDtype::F16,
+            _ => qronos::grid::ScaleDtype::Bf16,
+        };
+    }
     let (output, dtype_name, quant_json) = if format == qronos::format::Format::Fake {
         let (dtype, name) = match args.dtype.unwrap_or(cli::DtypeArg::F32) {
             cli::DtypeArg::F32 => (safetensors::Dtype::F32, "float32"),

@@ -21,10 +21,19 @@ use qronos::model::quantize::{quantize_model, FloatStream, PipelineConfig, Sink}
 use qronos::model::ModelDir;
 use qronos::{GroupSize, LayerResult, NoProgress, QuantConfig};
 
+/// The dtype of a model's linear weights.
+fn model_dtype(m: &ModelDir) -> ScaleDtype {
+    match m.raw("model.layers.0.self_attn.q_proj.weight").unwrap().0 {
+        safetensors::Dtype::BF16 => ScaleDtype::Bf16,
+        safetensors::Dtype::F16 => ScaleDtype::F16,
+        _ => ScaleDtype::F32,
+    }
+}
+
 /// The pipeline's results on a tiny model with scales rounded for `format`.
 fn quantize(m: &ModelDir, layer: QuantConfig, format: Format) -> Vec<(String, LayerResult)> {
     let layer = QuantConfig {
-        scale_dtype: format.scale_dtype(),
+        scale_dtype: format.scale_dtype(model_dtype(m)),
         ..layer
     };
     let ids = tokens(4000, m.config.vocab_size as u32, 7);
@@ -377,7 +386,7 @@ fn unrounded_scales_are_refused() {
     let m = ModelDir::open(&model_dir("llama3-rope")).unwrap();
     let cfg = layer(4, true, 32, false);
     let rs = quantize(&m, cfg.clone(), Format::Fake); // f32 scales
-    assert_eq!(Format::Fake.scale_dtype(), ScaleDtype::F32);
+    assert_eq!(Format::Fake.scale_dtype(ScaleDtype::Bf16), ScaleDtype::F32);
     let dir = tmp("unrounded");
     std::fs::create_dir_all(&dir).unwrap();
     let mut w = CheckpointWriter::create(
@@ -484,4 +493,143 @@ fn format_refusals_are_clear_errors() {
     ]);
     assert!(ok, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// compressed-tensors pack-quantized: decoded here from the format description (each output
+/// row a stream of `32/b` codes per word, zero points packed along the outputs per group),
+/// bit for bit the pipeline's weights; scales in the model's dtype; biases kept as they are,
+/// so the folder evaluates exactly like the fake one.
+#[test]
+fn compressed_tensors_folders_decode_exactly_and_evaluate_like_fake() {
+    let cases = [
+        ("llama3-rope", layer(4, true, 32, false)),
+        ("llama-bf16", layer(4, false, 32, false)),
+        ("llama-bias", layer(8, true, 16, false)),
+        ("qwen2", layer(2, false, 32, false)),
+    ];
+    for (model, cfg) in cases {
+        let m = ModelDir::open(&model_dir(model)).unwrap();
+        let format = Format::CompressedTensors;
+        let rs = quantize(&m, cfg.clone(), format);
+        let cfg = QuantConfig {
+            scale_dtype: format.scale_dtype(model_dtype(&m)),
+            ..cfg
+        };
+        let stored = Stored::new(format, &cfg);
+        let what = format!("{model} b{} sym {}", cfg.bits, cfg.sym);
+        let (dq, df) = (tmp("ct"), tmp("ct-fake"));
+        write(&m, &dq, Output::Packed(stored), &cfg, MAX_SHARD_BYTES, &rs);
+        write(
+            &m,
+            &df,
+            Output::Fake(safetensors::Dtype::F32),
+            &cfg,
+            MAX_SHARD_BYTES,
+            &rs,
+        );
+        let t = read_all(&dq);
+        let b = cfg.bits;
+        let per = (32 / b) as usize;
+        for (name, r) in &rs {
+            let wp = &t[&format!("{name}.weight_packed")];
+            let ws = &t[&format!("{name}.weight_scale")];
+            let sh = &t[&format!("{name}.weight_shape")];
+            assert_eq!(wp.0, safetensors::Dtype::I32);
+            assert_eq!(sh.0, safetensors::Dtype::I64);
+            let shape: Vec<i64> =
+                sh.2.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+            assert_eq!(
+                shape,
+                vec![r.m as i64, r.d as i64],
+                "{what} {name}: weight_shape"
+            );
+            let want_dt = match model_dtype(&m) {
+                ScaleDtype::Bf16 => safetensors::Dtype::BF16,
+                ScaleDtype::F16 => safetensors::Dtype::F16,
+                ScaleDtype::F32 => safetensors::Dtype::F32,
+            };
+            assert_eq!(ws.0, want_dt, "{what} {name}: scale dtype is the model's");
+            let g = ws.1[1];
+            let gs = r.d / g;
+            let scales = qronos::io::decode_float(ws.0, &ws.2).unwrap();
+            let packed = words(&wp.2);
+            let row = wp.1[1];
+            let zeros: Vec<u32> = if cfg.sym {
+                vec![1 << (b - 1); r.m * g]
+            } else {
+                let zp = &t[&format!("{name}.weight_zero_point")];
+                let zw = words(&zp.2);
+                let mut z = vec![0u32; r.m * g];
+                for n in 0..r.m {
+                    for gi in 0..g {
+                        let word = zw[(n / per) * g + gi];
+                        z[n * g + gi] = (word >> (b as usize * (n % per))) & ((1 << b) - 1);
+                    }
+                }
+                z
+            };
+            let mut bad = 0;
+            for n in 0..r.m {
+                for k in 0..r.d {
+                    let word = packed[n * row + k / per];
+                    let c = (word >> (b as usize * (k % per))) & ((1 << b) - 1);
+                    let i = n * g + k / gs;
+                    let w = scales[i] * (c as f32 - zeros[i] as f32);
+                    bad += (w.to_bits() != r.q[n * r.d + k].to_bits()) as usize;
+                }
+            }
+            assert_eq!(bad, 0, "{what} {name}: {bad} weights decode differently");
+        }
+        let src = read_all(&model_dir(model));
+        for (n, v) in &src {
+            if !n.ends_with("_proj.weight") {
+                assert_eq!(&t[n], v, "{what}: {n} must be copied unchanged");
+            }
+        }
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dq.join("config.json")).unwrap())
+                .unwrap();
+        let q = &c["quantization_config"];
+        assert_eq!(q["quant_method"], "compressed-tensors");
+        assert_eq!(q["format"], "pack-quantized");
+        assert_eq!(q["quantization_status"], "compressed");
+        assert_eq!(q["config_groups"]["group_0"]["weights"]["num_bits"], b);
+        assert_eq!(
+            q["config_groups"]["group_0"]["weights"]["symmetric"],
+            cfg.sym
+        );
+        let (pq, pf) = (ppl(&dq), ppl(&df));
+        assert_eq!(
+            pq.to_bits(),
+            pf.to_bits(),
+            "{what}: ppl {pq} (ct) vs {pf} (fake)"
+        );
+        let _ = std::fs::remove_dir_all(&dq);
+        let _ = std::fs::remove_dir_all(&df);
+    }
+}
+
+/// compressed-tensors refusals: 3 bits, --desc-act, and a group that does not divide a
+/// layer's inputs (named, with a group size that works).
+#[test]
+fn compressed_tensors_refusals() {
+    let ct = |cfg: &QuantConfig| Stored::new(Format::CompressedTensors, cfg);
+    let e = ct(&layer(3, true, 32, false)).check_config(&layer(3, true, 32, false));
+    assert!(e.unwrap_err().to_string().contains("--bits"));
+    let e = ct(&layer(4, true, 32, true)).check_config(&layer(4, true, 32, true));
+    assert!(e.unwrap_err().to_string().contains("--desc-act"));
+    let s = ct(&layer(4, true, 128, false));
+    let e = s
+        .check_linear("model.layers.0.self_attn.q_proj", 576, 576)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.layers.0.self_attn.q_proj") && e.contains("--group-size 64"),
+        "{e}"
+    );
+    assert!(s
+        .check_linear("model.layers.0.mlp.down_proj", 576, 1536)
+        .is_ok());
 }

@@ -298,5 +298,6 @@ pub(super) fn from_config(path: &std::path::Path, q: &Value) -> Result<Stored> {
         group_size,
         sym: q.get("sym").and_then(Value::as_bool).unwrap_or(true),
         desc_act: q.get("desc_act").and_then(Value::as_bool).unwrap_or(false),
+        scale_dtype: crate::grid::ScaleDtype::F16,
     })
 }

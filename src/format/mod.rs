@@ -7,9 +7,13 @@
 //! - `gptq` / `gptq_v2` ([`gptq`]): `qweight` / `qzeros` / `scales` (F16) / `g_idx`, the
 //!   format transformers (+ gptqmodel / optimum), vLLM and ExLlama load. v1 stores `z − 1` and
 //!   is written for symmetric grids only.
+//! - `compressed-tensors` ([`ct`]): `pack-quantized` — `weight_packed` / `weight_scale` (the
+//!   model's dtype) / `weight_shape` (/ `weight_zero_point`), as compressed-tensors and vLLM
+//!   read it; the group must divide every layer's inputs.
 //!
 //! Every format shares one bit packing ([`pack`]).
 
+pub mod ct;
 pub mod gptq;
 pub mod pack;
 
@@ -27,6 +31,7 @@ pub enum Format {
     Fake,
     Gptq,
     GptqV2,
+    CompressedTensors,
 }
 
 impl Format {
@@ -35,15 +40,24 @@ impl Format {
             Format::Fake => "fake",
             Format::Gptq => "gptq",
             Format::GptqV2 => "gptq_v2",
+            Format::CompressedTensors => "compressed-tensors",
         }
     }
 
-    /// The dtype the format stores scales in (the grid rounds to it before choosing codes).
-    pub fn scale_dtype(self) -> ScaleDtype {
+    /// The dtype the format stores scales in (the grid rounds to it before choosing codes);
+    /// `model` is the dtype of the model's weights.
+    pub fn scale_dtype(self, model: ScaleDtype) -> ScaleDtype {
         match self {
             Format::Fake => ScaleDtype::F32,
             Format::Gptq | Format::GptqV2 => ScaleDtype::F16,
+            Format::CompressedTensors => model,
         }
+    }
+
+    /// Whether the format stores a quantized linear's bias itself (GPTQ: F16) instead of
+    /// leaving it as it is.
+    pub fn owns_bias(self) -> bool {
+        matches!(self, Format::Gptq | Format::GptqV2)
     }
 }
 
@@ -57,6 +71,8 @@ pub struct Stored {
     pub sym: bool,
     /// Groups are runs in the act-order permutation (a permuted `g_idx`).
     pub desc_act: bool,
+    /// The dtype scales are stored in.
+    pub scale_dtype: ScaleDtype,
 }
 
 /// A tensor handed to or read from a folder: dtype, shape, little-endian bytes.
@@ -71,6 +87,7 @@ impl Stored {
             group_size: cfg.group_size.as_i64(),
             sym: cfg.sym,
             desc_act: cfg.desc_act,
+            scale_dtype: cfg.scale_dtype,
         }
     }
 
@@ -87,6 +104,7 @@ impl Stored {
         match self.format {
             Format::Fake => Ok(()),
             Format::Gptq | Format::GptqV2 => gptq::check_config(self, cfg),
+            Format::CompressedTensors => ct::check_config(self, cfg),
         }
     }
 
@@ -95,6 +113,7 @@ impl Stored {
         match self.format {
             Format::Fake => Ok(()),
             Format::Gptq | Format::GptqV2 => gptq::check_linear(self, name, m, d),
+            Format::CompressedTensors => ct::check_linear(self, name, m, d),
         }
     }
 
@@ -104,6 +123,7 @@ impl Stored {
         match self.format {
             Format::Fake => unreachable!("fake weights are planned by the fake writer"),
             Format::Gptq | Format::GptqV2 => gptq::plan(self, name, m, d, bias),
+            Format::CompressedTensors => ct::plan(self, name, m, d),
         }
     }
 
@@ -118,6 +138,7 @@ impl Stored {
         match self.format {
             Format::Fake => unreachable!("fake weights are encoded by the fake writer"),
             Format::Gptq | Format::GptqV2 => gptq::encode(self, name, r, bias),
+            Format::CompressedTensors => ct::encode(self, name, r),
         }
     }
 
@@ -141,6 +162,7 @@ impl Stored {
         match self.format {
             Format::Fake => unreachable!("fake weights are plain tensors"),
             Format::Gptq | Format::GptqV2 => gptq::decode(self, get, name, m, d),
+            Format::CompressedTensors => ct::decode(self, get, name, m, d),
         }
     }
 
@@ -149,6 +171,7 @@ impl Stored {
         match self.format {
             Format::Fake => json!(null),
             Format::Gptq | Format::GptqV2 => gptq::config_json(self, cfg),
+            Format::CompressedTensors => ct::config_json(self, cfg),
         }
     }
 
@@ -161,10 +184,22 @@ impl Stored {
         let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
         match method {
             "gptq" => gptq::from_config(path, q).map(Some),
+            "compressed-tensors" => {
+                let dt = match config
+                    .get("torch_dtype")
+                    .or_else(|| config.get("dtype"))
+                    .and_then(Value::as_str)
+                {
+                    Some("float16") => ScaleDtype::F16,
+                    Some("float32") => ScaleDtype::F32,
+                    _ => ScaleDtype::Bf16,
+                };
+                ct::from_config(path, q, dt).map(Some)
+            }
             other => Err(Error::model(
                 path,
                 "quantization_config.quant_method",
-                format!("{other:?}: not a quantization qronos reads (gptq)"),
+                format!("{other:?}: not a quantization qronos reads (gptq, compressed-tensors)"),
             )),
         }
     }

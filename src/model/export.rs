@@ -271,12 +271,12 @@ impl<'m> CheckpointWriter<'m> {
         max_shard_bytes: usize,
     ) -> Result<CheckpointWriter<'m>> {
         let nb = m.config.num_hidden_layers;
-        let packed = matches!(out, Output::Packed(_));
+        let owns_bias = matches!(out, Output::Packed(s) if s.format.owns_bias());
         let mut replaced = std::collections::HashSet::new();
         for b in 0..nb {
             for n in linear_names(b) {
                 replaced.insert(format!("{n}.weight"));
-                if packed {
+                if owns_bias {
                     replaced.insert(format!("{n}.bias"));
                 }
             }
@@ -312,7 +312,7 @@ impl<'m> CheckpointWriter<'m> {
                         shape,
                     }),
                     Output::Packed(s) => {
-                        let bias = m.has(&format!("{n}.bias"));
+                        let bias = s.format.owns_bias() && m.has(&format!("{n}.bias"));
                         plan.extend(s.plan(&n, shape[0], shape[1], bias));
                     }
                 }
@@ -393,7 +393,10 @@ impl Sink for CheckpointWriter<'_> {
         match self.out {
             Output::Fake(dtype) => self.write(&format!("{name}.weight"), &encode(&r.q, dtype)),
             Output::Packed(s) => {
-                let bias = self.m.raw(&format!("{name}.bias"));
+                let bias = self
+                    .m
+                    .raw(&format!("{name}.bias"))
+                    .filter(|_| s.format.owns_bias());
                 let plan = s.plan(name, r.m, r.d, bias.is_some());
                 let bytes = s.encode(name, r, bias)?;
                 verify(&s, name, r, &plan, &bytes)?;
