@@ -16,7 +16,7 @@ use safetensors::Dtype;
 use serde_json::{json, Value};
 
 use super::pack::{from_le_bytes, le_bytes, pack_into, unpack, words};
-use super::{expect_tensor, RawTensor, Stored};
+use super::{fetch, RawTensor, Stored};
 use crate::algo::{LayerResult, QuantConfig};
 use crate::grid::ScaleDtype;
 use crate::io::writer::Planned;
@@ -166,12 +166,7 @@ pub(super) fn decode<'a>(
 ) -> Result<Vec<f32>> {
     let (b, gs) = (s.bits, s.columns(d));
     let g = d.div_ceil(gs);
-    let t = |suffix: &str, dtype, shape: &[usize]| -> Result<RawTensor<'a>> {
-        let full = format!("{name}.{suffix}");
-        let t = get(&full)?;
-        expect_tensor(&t, &full, dtype, shape)?;
-        Ok(t)
-    };
+    let t = |suffix: &str, dtype, shape: &[usize]| fetch(get, name, suffix, dtype, shape);
     let nw = words(d, b);
     let packed = from_le_bytes(t("weight_packed", Dtype::I32, &[m, nw])?.2);
     let sc = t("weight_scale", dtype_of(s.scale_dtype), &[m, g])?;

@@ -15,7 +15,7 @@ use safetensors::Dtype;
 use serde_json::{json, Value};
 
 use super::pack::{from_le_bytes, le_bytes, pack_into, unpack, words};
-use super::{expect_tensor, Format, RawTensor, Stored};
+use super::{fetch, Format, RawTensor, Stored};
 use crate::algo::{LayerResult, QuantConfig};
 use crate::io::writer::Planned;
 use crate::{Error, Result};
@@ -166,12 +166,7 @@ pub(super) fn decode<'a>(
     d: usize,
 ) -> Result<Vec<f32>> {
     let (b, g) = (s.bits, ngroups(s, d));
-    let t = |suffix: &str, dtype, shape: &[usize]| -> Result<RawTensor<'a>> {
-        let full = format!("{name}.{suffix}");
-        let t = get(&full)?;
-        expect_tensor(&t, &full, dtype, shape)?;
-        Ok(t)
-    };
+    let t = |suffix: &str, dtype, shape: &[usize]| fetch(get, name, suffix, dtype, shape);
     let qweight = from_le_bytes(t("qweight", Dtype::I32, &[words(d, b), m])?.2);
     let qzeros = from_le_bytes(t("qzeros", Dtype::I32, &[g, words(m, b)])?.2);
     let scales = t("scales", Dtype::F16, &[g, m])?.2;

@@ -205,24 +205,28 @@ impl Stored {
     }
 }
 
-/// `(dtype, shape)` check of a stored tensor, with an error naming it.
-pub(crate) fn expect_tensor(
-    t: &RawTensor<'_>,
+/// Tensor `{name}.{suffix}` from `get`, checked to have `dtype` and `shape` (an error naming
+/// it otherwise): how every decoder reads its packed tensors.
+pub(crate) fn fetch<'a>(
+    get: &dyn Fn(&str) -> Result<RawTensor<'a>>,
     name: &str,
+    suffix: &str,
     dtype: Dtype,
     shape: &[usize],
-) -> Result<()> {
+) -> Result<RawTensor<'a>> {
+    let full = format!("{name}.{suffix}");
+    let t = get(&full)?;
     if t.0 != dtype || t.1 != shape {
         return Err(Error::Tensor {
             path: std::path::PathBuf::new(),
-            tensor: name.to_string(),
+            tensor: full,
             reason: format!(
                 "{:?} {:?}, expected {dtype:?} {shape:?} from the quantization config",
                 t.0, t.1
             ),
         });
     }
-    Ok(())
+    Ok(t)
 }
 
 /// The `quantizer` tag written into checkpoints.
