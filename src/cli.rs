@@ -74,6 +74,9 @@ pub enum FormatArg {
     /// every layer's inputs).
     #[value(name = "compressed-tensors")]
     CompressedTensors,
+    /// mlx-lm's affine format (groups of 32, 64 or 128 that divide every layer's inputs;
+    /// bits 2-6 or 8).
+    Mlx,
 }
 
 impl FormatArg {
@@ -84,6 +87,7 @@ impl FormatArg {
             FormatArg::Gptq => Format::Gptq,
             FormatArg::GptqV2 => Format::GptqV2,
             FormatArg::CompressedTensors => Format::CompressedTensors,
+            FormatArg::Mlx => Format::Mlx,
         }
     }
 }
@@ -208,7 +212,7 @@ impl QuantizeArgs {
         let clip = if fits { Clip::HessianMse } else { Clip::MinMax };
         let mut layer = self.q.config(act_order, self.desc_act, clip)?;
         let format = self.format.format();
-        // the model's dtype is set once the model is open (compressed-tensors)
+        // the model's dtype is set once the model is open (compressed-tensors, mlx)
         layer.scale_dtype = format.scale_dtype(qronos::grid::ScaleDtype::Bf16);
         if format == qronos::format::Format::Fake {
             if let Some(dt) = self.scale_dtype {

@@ -439,14 +439,14 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let format = args.format.format();
-    if format == qronos::format::Format::CompressedTensors {
-        // scales in the model's dtype
+    if format != qronos::format::Format::Fake {
+        // the format's scale dtype, which may be the model's
         let w = "model.layers.0.self_attn.q_proj.weight";
-        cfg.layer.scale_dtype = match model.raw(w).map(|t| t.0) {
+        cfg.layer.scale_dtype = format.scale_dtype(match model.raw(w).map(|t| t.0) {
             Some(safetensors::Dtype::F32) => qronos::grid::ScaleDtype::F32,
             Some(safetensors::Dtype::F16) => qronos::grid::ScaleDtype::F16,
             _ => qronos::grid::ScaleDtype::Bf16,
-        };
+        });
     }
     let (output, dtype_name, quant_json) = if format == qronos::format::Format::Fake {
         let (dtype, name) = match args.dtype.unwrap_or(cli::DtypeArg::F32) {
@@ -454,7 +454,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             cli::DtypeArg::F16 => (safetensors::Dtype::F16, "float16"),
             cli::DtypeArg::Bf16 => (safetensors::Dtype::BF16, "bfloat16"),
         };
-        (Output::Fake(dtype), Some(name), None)
+        (Output::Fake(dtype), Some(name), Vec::new())
     } else {
         let stored = qronos::format::Stored::new(format, &cfg.layer);
         for (name, shape) in qronos::model::llama::expected_tensors(&model.config) {
@@ -468,11 +468,11 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         (
             Output::Packed(stored),
             None,
-            Some(stored.config_json(&cfg.layer)),
+            stored.config_entries(&cfg.layer),
         )
     };
     let out = OutDir::create(&args.model, &args.out)?;
-    copy_side_files(&model, out.path(), dtype_name, quant_json.as_ref())?;
+    copy_side_files(&model, out.path(), dtype_name, &quant_json)?;
     let progress = std::cell::RefCell::new(LogProgress::new());
     let writer = CheckpointWriter::create(&model, out.path(), output, args.max_shard_size)?;
     let sink = LinearLog {

@@ -70,11 +70,11 @@ fn write(
 ) {
     std::fs::create_dir_all(dir).unwrap();
     let q = match out {
-        Output::Packed(s) => Some(s.config_json(cfg)),
-        Output::Fake(_) => None,
+        Output::Packed(s) => s.config_entries(cfg),
+        Output::Fake(_) => Vec::new(),
     };
     let dt = matches!(out, Output::Fake(_)).then_some("float32");
-    copy_side_files(m, dir, dt, q.as_ref()).unwrap();
+    copy_side_files(m, dir, dt, &q).unwrap();
     let mut w = CheckpointWriter::create(m, dir, out, shard).unwrap();
     for (name, r) in rs {
         let b: usize = name.split('.').nth(2).unwrap().parse().unwrap();
@@ -83,8 +83,81 @@ fn write(
     w.finish().unwrap();
 }
 
+/// A tiny model quantized for `format` with `cfg` (scales rounded for it), written as that
+/// format and as the fake folder of the same results.
+struct Written {
+    m: ModelDir,
+    rs: Vec<(String, LayerResult)>,
+    cfg: QuantConfig,
+    /// The packed folder and its tensors; the fake folder.
+    dq: std::path::PathBuf,
+    t: Tensors,
+    df: std::path::PathBuf,
+    what: String,
+}
+
+type Tensors = HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+fn written(model: &str, cfg: QuantConfig, format: Format) -> Written {
+    let m = ModelDir::open(&model_dir(model)).unwrap();
+    let rs = quantize(&m, cfg.clone(), format);
+    let cfg = QuantConfig {
+        scale_dtype: format.scale_dtype(model_dtype(&m)),
+        ..cfg
+    };
+    let what = format!(
+        "{model} {} b{} sym {} desc {}",
+        format.name(),
+        cfg.bits,
+        cfg.sym,
+        cfg.desc_act
+    );
+    let (dq, df) = (tmp(format.name()), tmp(&format!("{}-fake", format.name())));
+    let packed = Output::Packed(Stored::new(format, &cfg));
+    write(&m, &dq, packed, &cfg, MAX_SHARD_BYTES, &rs);
+    let fake = Output::Fake(safetensors::Dtype::F32);
+    write(&m, &df, fake, &cfg, MAX_SHARD_BYTES, &rs);
+    let t = read_all(&dq);
+    // the tensors that are not quantized linears are copied in their dtype
+    for (n, v) in &read_all(&model_dir(model)) {
+        let replaced =
+            n.ends_with("_proj.weight") || (format.owns_bias() && n.ends_with("_proj.bias"));
+        if !replaced {
+            assert_eq!(&t[n], v, "{what}: {n} must be copied unchanged");
+        }
+    }
+    Written {
+        m,
+        rs,
+        cfg,
+        dq,
+        t,
+        df,
+        what,
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dq);
+        let _ = std::fs::remove_dir_all(&self.df);
+    }
+}
+
+/// Replace a folder's single weight file by `t`.
+fn rewrite(dir: &Path, t: &Tensors) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = t
+        .iter()
+        .map(|(n, (dt, s, d))| {
+            let v = safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
 /// Every tensor of a folder's safetensors files, read with the `safetensors` crate.
-fn read_all(dir: &Path) -> HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)> {
+fn read_all(dir: &Path) -> Tensors {
     let mut out = HashMap::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
@@ -139,12 +212,7 @@ fn gptq_codes(col: &[u32], b: u32, n: usize) -> Vec<u32> {
 
 /// Dequantize one GPTQ linear from the raw tensors: `w[n,k] = s[g,n]·(c[n,k] − z[g,n])`,
 /// `g = g_idx[k]`, `z` = the stored field (+1 for v1).
-fn gptq_decode(
-    t: &HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>,
-    name: &str,
-    b: u32,
-    v1: bool,
-) -> (Vec<f32>, usize, usize, Vec<u32>) {
+fn gptq_decode(t: &Tensors, name: &str, b: u32, v1: bool) -> (Vec<f32>, usize, usize, Vec<u32>) {
     let qw = &t[&format!("{name}.qweight")];
     let qz = &t[&format!("{name}.qzeros")];
     let sc = &t[&format!("{name}.scales")];
@@ -230,34 +298,23 @@ fn gptq_folders_decode_exactly_and_evaluate_like_fake() {
         ("mistral", Format::Gptq, layer(8, true, 64, false)),
     ];
     for (model, format, cfg) in cases {
-        let m = ModelDir::open(&model_dir(model)).unwrap();
-        let rs = quantize(&m, cfg.clone(), format);
-        let stored = Stored::new(format, &cfg);
-        let what = format!(
-            "{model} {} b{} sym {} desc {}",
-            format.name(),
-            cfg.bits,
-            cfg.sym,
-            cfg.desc_act
-        );
-        let (dq, df) = (tmp("gptq"), tmp("fake"));
-        write(&m, &dq, Output::Packed(stored), &cfg, MAX_SHARD_BYTES, &rs);
-        write(
-            &m,
-            &df,
-            Output::Fake(safetensors::Dtype::F32),
-            &cfg,
-            MAX_SHARD_BYTES,
-            &rs,
-        );
-        let t = read_all(&dq);
+        let w = written(model, cfg, format);
+        let Written {
+            m,
+            rs,
+            cfg,
+            dq,
+            df,
+            t,
+            what,
+        } = &w;
         let b = cfg.bits;
-        for (name, r) in &rs {
+        for (name, r) in rs {
             assert!(
                 !t.contains_key(&format!("{name}.weight")),
                 "{what}: {name}.weight left"
             );
-            let (w, m_, d_, qz) = gptq_decode(&t, name, b, format == Format::Gptq);
+            let (w, m_, d_, qz) = gptq_decode(t, name, b, format == Format::Gptq);
             assert_eq!((m_, d_), (r.m, r.d));
             let bad = (0..w.len())
                 .filter(|&i| w[i].to_bits() != r.q[i].to_bits())
@@ -295,13 +352,6 @@ fn gptq_folders_decode_exactly_and_evaluate_like_fake() {
                 assert_eq!(bias.0, safetensors::Dtype::F16, "{what}: bias dtype");
             }
         }
-        // non-quantized tensors are copied in their dtype
-        let src = read_all(&model_dir(model));
-        for (n, v) in &src {
-            if !n.ends_with("_proj.weight") && !n.ends_with("_proj.bias") {
-                assert_eq!(&t[n], v, "{what}: {n} must be copied unchanged");
-            }
-        }
         let cfgj: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dq.join("config.json")).unwrap())
                 .unwrap();
@@ -319,7 +369,7 @@ fn gptq_folders_decode_exactly_and_evaluate_like_fake() {
         assert!(dq.join("quantize_config.json").exists());
         // the same f32 weights: the same perplexity, bit for bit; GPTQ stores biases in F16
         // (what its loaders use), so a model with biases moves by that rounding only
-        let (pq, pf) = (ppl(&dq), ppl(&df));
+        let (pq, pf) = (ppl(dq), ppl(df));
         let biased = m.config.qkv_bias || m.config.o_bias || m.config.mlp_bias;
         if biased {
             assert!(
@@ -333,8 +383,6 @@ fn gptq_folders_decode_exactly_and_evaluate_like_fake() {
                 "{what}: ppl {pq} (gptq) vs {pf} (fake)"
             );
         }
-        let _ = std::fs::remove_dir_all(&dq);
-        let _ = std::fs::remove_dir_all(&df);
     }
 }
 
@@ -414,6 +462,36 @@ fn qronos(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `qronos quantize` of `model` on 2 × 32 tokens of `calib` into `out`, on the CPU, quiet.
+fn quantize_cli(model: &Path, calib: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut a = vec![
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "32",
+        "--device",
+        "cpu",
+        "--quiet",
+    ];
+    a.extend_from_slice(extra);
+    qronos(&a)
+}
+
+/// `qronos eval` of folder `model` on `data` (seqlen 32, CPU).
+fn eval_cli(model: &Path, data: &Path) -> (bool, String) {
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    qronos(&[
+        "eval", "--model", m, "--data", d, "--seqlen", "32", "--device", "cpu",
+    ])
+}
+
 /// The formats' refusals, up front, with the flag and a way out, and no output folder.
 #[test]
 fn format_refusals_are_clear_errors() {
@@ -423,26 +501,7 @@ fn format_refusals_are_clear_errors() {
     std::fs::write(&calib, "the whale and the sea ".repeat(400)).unwrap();
     let model = model_dir("llama3-rope");
     let out = dir.join("out");
-    let base = |extra: &[&str]| -> (bool, String) {
-        let mut a = vec![
-            "quantize",
-            "--model",
-            model.to_str().unwrap(),
-            "--calib",
-            calib.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--nsamples",
-            "2",
-            "--seqlen",
-            "32",
-            "--device",
-            "cpu",
-            "--quiet",
-        ];
-        a.extend_from_slice(extra);
-        qronos(&a)
-    };
+    let base = |extra: &[&str]| quantize_cli(&model, &calib, &out, extra);
     for (extra, want) in [
         (&["--format", "gptq", "--asym"][..], "gptq_v2"),
         (&["--format", "gptq", "--bits", "5"][..], "--bits"),
@@ -480,17 +539,7 @@ fn format_refusals_are_clear_errors() {
     // and the CLI writes a folder that `qronos eval` reads
     let (ok, err) = base(&["--format", "gptq_v2", "--asym"]);
     assert!(ok, "{err}");
-    let (ok, err) = qronos(&[
-        "eval",
-        "--model",
-        out.to_str().unwrap(),
-        "--data",
-        calib.to_str().unwrap(),
-        "--seqlen",
-        "32",
-        "--device",
-        "cpu",
-    ]);
+    let (ok, err) = eval_cli(&out, &calib);
     assert!(ok, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -508,29 +557,19 @@ fn compressed_tensors_folders_decode_exactly_and_evaluate_like_fake() {
         ("qwen2", layer(2, false, 32, false)),
     ];
     for (model, cfg) in cases {
-        let m = ModelDir::open(&model_dir(model)).unwrap();
-        let format = Format::CompressedTensors;
-        let rs = quantize(&m, cfg.clone(), format);
-        let cfg = QuantConfig {
-            scale_dtype: format.scale_dtype(model_dtype(&m)),
-            ..cfg
-        };
-        let stored = Stored::new(format, &cfg);
-        let what = format!("{model} b{} sym {}", cfg.bits, cfg.sym);
-        let (dq, df) = (tmp("ct"), tmp("ct-fake"));
-        write(&m, &dq, Output::Packed(stored), &cfg, MAX_SHARD_BYTES, &rs);
-        write(
-            &m,
-            &df,
-            Output::Fake(safetensors::Dtype::F32),
-            &cfg,
-            MAX_SHARD_BYTES,
-            &rs,
-        );
-        let t = read_all(&dq);
+        let w = written(model, cfg, Format::CompressedTensors);
+        let Written {
+            m,
+            rs,
+            cfg,
+            dq,
+            df,
+            t,
+            what,
+        } = &w;
         let b = cfg.bits;
         let per = (32 / b) as usize;
-        for (name, r) in &rs {
+        for (name, r) in rs {
             let wp = &t[&format!("{name}.weight_packed")];
             let ws = &t[&format!("{name}.weight_scale")];
             let sh = &t[&format!("{name}.weight_shape")];
@@ -545,7 +584,7 @@ fn compressed_tensors_folders_decode_exactly_and_evaluate_like_fake() {
                 vec![r.m as i64, r.d as i64],
                 "{what} {name}: weight_shape"
             );
-            let want_dt = match model_dtype(&m) {
+            let want_dt = match model_dtype(m) {
                 ScaleDtype::Bf16 => safetensors::Dtype::BF16,
                 ScaleDtype::F16 => safetensors::Dtype::F16,
                 ScaleDtype::F32 => safetensors::Dtype::F32,
@@ -582,12 +621,6 @@ fn compressed_tensors_folders_decode_exactly_and_evaluate_like_fake() {
             }
             assert_eq!(bad, 0, "{what} {name}: {bad} weights decode differently");
         }
-        let src = read_all(&model_dir(model));
-        for (n, v) in &src {
-            if !n.ends_with("_proj.weight") {
-                assert_eq!(&t[n], v, "{what}: {n} must be copied unchanged");
-            }
-        }
         let c: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dq.join("config.json")).unwrap())
                 .unwrap();
@@ -600,14 +633,12 @@ fn compressed_tensors_folders_decode_exactly_and_evaluate_like_fake() {
             q["config_groups"]["group_0"]["weights"]["symmetric"],
             cfg.sym
         );
-        let (pq, pf) = (ppl(&dq), ppl(&df));
+        let (pq, pf) = (ppl(dq), ppl(df));
         assert_eq!(
             pq.to_bits(),
             pf.to_bits(),
             "{what}: ppl {pq} (ct) vs {pf} (fake)"
         );
-        let _ = std::fs::remove_dir_all(&dq);
-        let _ = std::fs::remove_dir_all(&df);
     }
 }
 
@@ -632,4 +663,228 @@ fn compressed_tensors_refusals() {
     assert!(s
         .check_linear("model.layers.0.mlp.down_proj", 576, 1536)
         .is_ok());
+}
+
+/// The codes of one MLX row read as mlx's CPU kernel reads them (`extract_bits`): the
+/// little-endian bytes of the U32 words as one LSB-first bit stream, value `j` at stream
+/// bits `[j·b, (j+1)·b)` (3 bits: 8 values per 3 bytes; 5: 8 per 5; 6: 4 per 3).
+fn mlx_codes(bytes: &[u8], b: usize, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|j| {
+            (0..b)
+                .map(|i| {
+                    let bit = j * b + i;
+                    (((bytes[bit / 8] >> (bit % 8)) & 1) as u32) << i
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// The bytes of U32 words in a safetensors file.
+fn le(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// mlx affine: decoded here as mlx's kernels do (`w = scales · q + biases` in f32 from the
+/// byte stream), bit for bit the pipeline's weights for 2, 3, 4, 5, 6, 8 bits, sym and asym,
+/// f32 / bf16 / f16 models, with biases; scales and biases in the model's dtype (sym; bf16
+/// for an f32 model) or f32 (asym); `config.json` has `quantization` and its copy; the
+/// folder evaluates exactly like the fake one, and also with one layer left float (no
+/// `.scales`), which mlx-lm reads as a float module.
+#[test]
+fn mlx_folders_decode_exactly_and_evaluate_like_fake() {
+    // the packer vectors of mlx's own `pack_and_quantize`, read back by this decoder
+    let vecs: [(usize, &[u32], Vec<u32>); 4] = [
+        (4, &[0x7654_3210], (0..8).collect()),
+        (
+            3,
+            &[0x88FA_C688, 0xC688_FAC6, 0xFAC6_88FA],
+            (0..8).cycle().take(32).collect(),
+        ),
+        (
+            6,
+            &[0x440C_2040, 0xA248_1C61, 0x3CE3_4C2C],
+            (0..16).collect(),
+        ),
+        (
+            5,
+            &[
+                0x8A41_8820,
+                0xC5A9_2839,
+                0xCA30_7B9A,
+                0x38BD_AB49,
+                0xFFBB_CDEB,
+            ],
+            (0..32).collect(),
+        ),
+    ];
+    for (b, w, want) in vecs {
+        assert_eq!(mlx_codes(&le(w), b, want.len()), want, "{b}-bit vector");
+    }
+    let cases = [
+        ("llama3-rope", layer(4, true, 32, false)),
+        ("llama-bf16", layer(3, false, 32, false)),
+        ("llama-f16", layer(5, true, 32, false)),
+        ("qwen2", layer(6, false, 32, false)),
+        ("llama-bias", layer(8, true, 32, false)),
+        ("qwen3", layer(2, true, 32, false)),
+    ];
+    for (model, cfg) in cases {
+        let w = written(model, cfg, Format::Mlx);
+        let Written {
+            m,
+            rs,
+            cfg,
+            dq,
+            df,
+            t,
+            what,
+        } = &w;
+        let b = cfg.bits as usize;
+        let want_dt = match (cfg.sym, model_dtype(m)) {
+            (false, _) => safetensors::Dtype::F32,
+            (true, ScaleDtype::F16) => safetensors::Dtype::F16,
+            (true, _) => safetensors::Dtype::BF16,
+        };
+        for (name, r) in rs {
+            let wt = &t[&format!("{name}.weight")];
+            let sc = &t[&format!("{name}.scales")];
+            let bi = &t[&format!("{name}.biases")];
+            assert_eq!(wt.0, safetensors::Dtype::U32, "{what} {name}");
+            assert_eq!(wt.1, vec![r.m, r.d * b / 32], "{what} {name}: weight shape");
+            assert_eq!(sc.1, vec![r.m, r.d / 32], "{what} {name}: scales shape");
+            assert_eq!(bi.1, sc.1, "{what} {name}: biases shape");
+            assert_eq!((sc.0, bi.0), (want_dt, want_dt), "{what} {name}: dtypes");
+            let scales = qronos::io::decode_float(sc.0, &sc.2).unwrap();
+            let biases = qronos::io::decode_float(bi.0, &bi.2).unwrap();
+            let row = wt.1[1] * 4;
+            let mut bad = 0;
+            for n in 0..r.m {
+                let codes = mlx_codes(&wt.2[n * row..(n + 1) * row], b, r.d);
+                for (k, &c) in codes.iter().enumerate() {
+                    let i = n * (r.d / 32) + k / 32;
+                    let w = scales[i] * c as f32 + biases[i];
+                    bad += (w.to_bits() != r.q[n * r.d + k].to_bits()) as usize;
+                }
+            }
+            assert_eq!(bad, 0, "{what} {name}: {bad} weights decode differently");
+            if cfg.sym {
+                for (s, bb) in scales.iter().zip(&biases) {
+                    assert_eq!(*bb, -s * (1 << (b - 1)) as f32, "{what} {name}: sym bias");
+                }
+            }
+        }
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dq.join("config.json")).unwrap())
+                .unwrap();
+        let q = &c["quantization"];
+        assert_eq!(
+            q,
+            &serde_json::json!({"group_size": 32, "bits": b, "mode": "affine"}),
+            "{what}"
+        );
+        assert_eq!(
+            &c["quantization_config"], q,
+            "{what}: mlx-lm writes the copy"
+        );
+        let (pq, pf) = (ppl(dq), ppl(df));
+        assert_eq!(
+            pq.to_bits(),
+            pf.to_bits(),
+            "{what}: ppl {pq} (mlx) vs {pf} (fake)"
+        );
+        if model == "llama3-rope" {
+            // one layer float, as mlx-lm leaves a module it cannot quantize
+            let (name, r) = &rs[0];
+            let mut t = t.clone();
+            t.retain(|n, _| !n.starts_with(&format!("{name}.")));
+            let w: Vec<u8> = r.q.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let f32 = safetensors::Dtype::F32;
+            t.insert(format!("{name}.weight"), (f32, vec![r.m, r.d], w));
+            rewrite(dq, &t);
+            assert_eq!(
+                ppl(dq).to_bits(),
+                pf.to_bits(),
+                "{what}: {name} float, the rest mlx"
+            );
+        }
+    }
+}
+
+/// mlx refusals: 7 bits, groups mlx does not take, --desc-act, a group that does not divide
+/// a layer's inputs (named, with a group size that works), from the CLI with no output; and
+/// folders whose tensors do not fit the format, named on open.
+#[test]
+fn mlx_refusals() {
+    let mlx = |cfg: &QuantConfig| Stored::new(Format::Mlx, cfg);
+    for (cfg, flag) in [
+        (layer(7, true, 32, false), "--bits"),
+        (layer(4, true, 16, false), "--group-size"),
+        (layer(4, true, 256, false), "--group-size"),
+        (layer(4, true, 32, true), "--desc-act"),
+    ] {
+        let e = mlx(&cfg).check_config(&cfg).unwrap_err().to_string();
+        assert!(e.contains(flag), "{e}");
+    }
+    let per_row = QuantConfig {
+        group_size: GroupSize::PerChannel,
+        ..layer(4, true, 32, false)
+    };
+    let e = mlx(&per_row).check_config(&per_row).unwrap_err();
+    assert!(e.to_string().contains("--group-size"), "{e}");
+    let s = mlx(&layer(4, true, 128, false));
+    let e = s
+        .check_linear("model.layers.0.self_attn.q_proj", 576, 576)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.layers.0.self_attn.q_proj") && e.contains("--group-size 64"),
+        "{e}"
+    );
+    assert!(s
+        .check_linear("model.layers.0.mlp.down_proj", 576, 1536)
+        .is_ok());
+    // from the CLI: the tiny model's down_proj has 96 inputs, which g64 does not divide
+    let dir = tmp("mlx-refuse");
+    std::fs::create_dir_all(&dir).unwrap();
+    let calib = dir.join("calib.txt");
+    std::fs::write(&calib, "the whale and the sea ".repeat(400)).unwrap();
+    let model = model_dir("llama3-rope");
+    let out = dir.join("out");
+    for (extra, want) in [
+        (&["--group-size", "64"][..], "down_proj"),
+        (&["--bits", "7"][..], "--bits"),
+        (&["--desc-act"][..], "--desc-act"),
+    ] {
+        let extra = [&["--format", "mlx"][..], extra].concat();
+        let (ok, err) = quantize_cli(&model, &calib, &out, &extra);
+        assert!(!ok, "{extra:?} must fail");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "{extra:?}: no output folder");
+    }
+    // the CLI writes an mlx folder that `qronos eval` reads
+    let mlx32 = ["--format", "mlx", "--group-size", "32"];
+    let (ok, err) = quantize_cli(&model, &calib, &out, &mlx32);
+    assert!(ok, "{err}");
+    let (ok, err) = eval_cli(&out, &calib);
+    assert!(ok, "{err}");
+    // a folder whose scales do not fit its weight: named on open
+    let name = "model.layers.1.mlp.down_proj";
+    let mut t = read_all(&out);
+    let (dt, mut shape, bytes) = t.remove(&format!("{name}.scales")).unwrap();
+    shape[1] -= 1;
+    let cut = bytes[..shape[0] * shape[1] * (dt.bitsize() / 8)].to_vec();
+    t.insert(format!("{name}.scales"), (dt, shape, cut));
+    rewrite(&out, &t);
+    let e = match ModelDir::open(&out) {
+        Ok(_) => panic!("a cut scales tensor must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains(&format!("{name}.scales")) && e.contains("model.safetensors"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -291,7 +291,7 @@ fn gpu_pipeline_agrees_with_cpu() {
 fn write_fake(m: &ModelDir, dir: &Path, linears: &[(String, LayerResult)]) {
     use qronos::model::export::{copy_side_files, CheckpointWriter, Output, MAX_SHARD_BYTES};
     std::fs::create_dir_all(dir).unwrap();
-    copy_side_files(m, dir, Some("float32"), None).unwrap();
+    copy_side_files(m, dir, Some("float32"), &[]).unwrap();
     let out = Output::Fake(safetensors::Dtype::F32);
     let mut w = CheckpointWriter::create(m, dir, out, MAX_SHARD_BYTES).unwrap();
     for (name, r) in linears {

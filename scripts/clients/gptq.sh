@@ -3,24 +3,15 @@
 # clients"): quantize SmolLM2-135M (W4 g128 act-order Qronos, 32 x 512 calibration tokens) as
 # gptq (sym) and gptq_v2 (asym), then measure each folder's perplexity with qronos eval and with
 # transformers + gptqmodel (the pinned venv of ../shared/fixtures/client-setup.sh) on the first
-# 60,000 characters of eval.txt at seqlen 512. Python is a tool here: nothing in the crate or
-# its tests needs it.
+# 60,000 characters of eval.txt at seqlen 512.
 # Usage: bash scripts/clients/gptq.sh [OUT_DIR]   (default target/clients)
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-F=${QRONOS_FIXTURES:-$HOME/.cache/qronos/fixtures}
-VENV=${QRONOS_CLIENT_VENV:-$HOME/.cache/qronos/client-venv}
-CLIENT=${QRONOS_CLIENT_PPL:-../shared/fixtures/client_ppl.py}
+source "$(dirname "$0")/common.sh"
 OUT=${1:-target/clients}
-bash scripts/fixtures/fetch.sh "$F"
-cargo build --release --quiet
 mkdir -p "$OUT"
 for v in "gptq" "gptq_v2 --asym"; do
   set -- $v
   dir="$OUT/smollm2-w4-$1${2:+-asym}"
-  rm -rf "$dir"
-  ./target/release/qronos quantize --model "$F/smollm2-135m-instruct" --calib "$F/text/calib.txt" \
-    --nsamples 32 --seqlen 512 --out "$dir" --format "$@" --quiet \
+  quantize_smollm2 "$dir" --format "$@" \
     --eval "$F/text/eval.txt" --eval-seqlen 512 --eval-max-chars 60000
   "$VENV/bin/python" "$CLIENT" "$dir" "$F/text/eval.txt" --seqlen 512 --max-chars 60000 --threads 2
 done

@@ -15,8 +15,8 @@
 use safetensors::Dtype;
 use serde_json::{json, Value};
 
-use super::pack::{from_le_bytes, le_bytes, pack_into, unpack, words};
-use super::{fetch, RawTensor, Stored};
+use super::pack::{from_le_bytes, le_bytes, pack_into, pack_rows, unpack, words};
+use super::{dtype_of, exact_bytes, fetch, RawTensor, Stored};
 use crate::algo::{LayerResult, QuantConfig};
 use crate::grid::ScaleDtype;
 use crate::io::writer::Planned;
@@ -73,14 +73,6 @@ pub(super) fn check_linear(s: &Stored, name: &str, m: usize, d: usize) -> Result
     Ok(())
 }
 
-fn dtype_of(s: ScaleDtype) -> Dtype {
-    match s {
-        ScaleDtype::F32 => Dtype::F32,
-        ScaleDtype::F16 => Dtype::F16,
-        ScaleDtype::Bf16 => Dtype::BF16,
-    }
-}
-
 pub(super) fn plan(s: &Stored, name: &str, m: usize, d: usize) -> Vec<Planned> {
     let (b, g) = (s.bits, d.div_ceil(s.columns(d)));
     let t = |suffix: &str, dtype, shape: Vec<usize>| Planned {
@@ -99,34 +91,12 @@ pub(super) fn plan(s: &Stored, name: &str, m: usize, d: usize) -> Vec<Planned> {
     v
 }
 
-fn scale_bytes(x: f32, dt: ScaleDtype) -> Option<Vec<u8>> {
-    match dt {
-        ScaleDtype::F32 => Some(x.to_le_bytes().to_vec()),
-        ScaleDtype::F16 => {
-            let h = half::f16::from_f32(x);
-            (h.to_f32() == x).then(|| h.to_le_bytes().to_vec())
-        }
-        ScaleDtype::Bf16 => {
-            let h = half::bf16::from_f32(x);
-            (h.to_f32() == x).then(|| h.to_le_bytes().to_vec())
-        }
-    }
-}
-
 pub(super) fn encode(s: &Stored, name: &str, r: &LayerResult) -> Result<Vec<Vec<u8>>> {
     let (m, d, g, b) = (r.m, r.d, r.ngroups, s.bits);
-    let nw = words(d, b);
-    let mut packed = vec![0u32; m * nw];
-    for n in 0..m {
-        pack_into(
-            r.codes[n * d..(n + 1) * d].iter().map(|&c| c as u32),
-            b,
-            &mut packed[n * nw..(n + 1) * nw],
-        );
-    }
+    let packed = pack_rows(&r.codes, m, d, b);
     let mut scales = Vec::with_capacity(m * g * 4);
     for (i, &x) in r.scales.iter().enumerate() {
-        scales.extend(scale_bytes(x, s.scale_dtype).ok_or_else(|| Error::Tensor {
+        scales.extend(exact_bytes(x, s.scale_dtype).ok_or_else(|| Error::Tensor {
             path: std::path::PathBuf::new(),
             tensor: name.to_string(),
             reason: format!(

@@ -10,11 +10,14 @@
 //! - `compressed-tensors` ([`ct`]): `pack-quantized` — `weight_packed` / `weight_scale` (the
 //!   model's dtype) / `weight_shape` (/ `weight_zero_point`), as compressed-tensors and vLLM
 //!   read it; the group must divide every layer's inputs.
+//! - `mlx` ([`mlx`]): mlx-lm's affine format — `weight` (U32) / `scales` / `biases`, as mlx-lm
+//!   loads it on Apple Silicon (and mlx's CPU build); groups of 32, 64 or 128 inputs.
 //!
 //! Every format shares one bit packing ([`pack`]).
 
 pub mod ct;
 pub mod gptq;
+pub mod mlx;
 pub mod pack;
 
 use safetensors::Dtype;
@@ -32,6 +35,7 @@ pub enum Format {
     Gptq,
     GptqV2,
     CompressedTensors,
+    Mlx,
 }
 
 impl Format {
@@ -41,6 +45,7 @@ impl Format {
             Format::Gptq => "gptq",
             Format::GptqV2 => "gptq_v2",
             Format::CompressedTensors => "compressed-tensors",
+            Format::Mlx => "mlx",
         }
     }
 
@@ -51,6 +56,11 @@ impl Format {
             Format::Fake => ScaleDtype::F32,
             Format::Gptq | Format::GptqV2 => ScaleDtype::F16,
             Format::CompressedTensors => model,
+            // bf16 for an f32 model keeps mlx's `s · c + biases` exact in f32 (see [`mlx`])
+            Format::Mlx => match model {
+                ScaleDtype::F32 => ScaleDtype::Bf16,
+                m => m,
+            },
         }
     }
 
@@ -77,6 +87,9 @@ pub struct Stored {
 
 /// A tensor handed to or read from a folder: dtype, shape, little-endian bytes.
 pub type RawTensor<'a> = (Dtype, Vec<usize>, &'a [u8]);
+
+/// A tensor's header (dtype and shape) by name, or an error naming it.
+pub type HeaderOf<'a> = &'a dyn Fn(&str) -> Result<(Dtype, Vec<usize>)>;
 
 impl Stored {
     /// The stored layout of a quantization config in `format` (not `Fake`).
@@ -105,6 +118,7 @@ impl Stored {
             Format::Fake => Ok(()),
             Format::Gptq | Format::GptqV2 => gptq::check_config(self, cfg),
             Format::CompressedTensors => ct::check_config(self, cfg),
+            Format::Mlx => mlx::check_config(self, cfg),
         }
     }
 
@@ -114,6 +128,7 @@ impl Stored {
             Format::Fake => Ok(()),
             Format::Gptq | Format::GptqV2 => gptq::check_linear(self, name, m, d),
             Format::CompressedTensors => ct::check_linear(self, name, m, d),
+            Format::Mlx => mlx::check_linear(self, name, m, d),
         }
     }
 
@@ -124,6 +139,7 @@ impl Stored {
             Format::Fake => unreachable!("fake weights are planned by the fake writer"),
             Format::Gptq | Format::GptqV2 => gptq::plan(self, name, m, d, bias),
             Format::CompressedTensors => ct::plan(self, name, m, d),
+            Format::Mlx => mlx::plan(self, name, m, d),
         }
     }
 
@@ -139,15 +155,8 @@ impl Stored {
             Format::Fake => unreachable!("fake weights are encoded by the fake writer"),
             Format::Gptq | Format::GptqV2 => gptq::encode(self, name, r, bias),
             Format::CompressedTensors => ct::encode(self, name, r),
+            Format::Mlx => mlx::encode(self, name, r),
         }
-    }
-
-    /// The names of the tensors holding linear `name`'s weight (presence check on open).
-    pub fn tensor_names(&self, name: &str) -> Vec<String> {
-        self.plan(name, 32, 32, false)
-            .into_iter()
-            .map(|p| p.name)
-            .collect()
     }
 
     /// Linear `name`'s dequantized weight `m × d` (row-major f32), from the tensors `get`
@@ -163,6 +172,7 @@ impl Stored {
             Format::Fake => unreachable!("fake weights are plain tensors"),
             Format::Gptq | Format::GptqV2 => gptq::decode(self, get, name, m, d),
             Format::CompressedTensors => ct::decode(self, get, name, m, d),
+            Format::Mlx => mlx::decode(get, name, m, d),
         }
     }
 
@@ -172,35 +182,99 @@ impl Stored {
             Format::Fake => json!(null),
             Format::Gptq | Format::GptqV2 => gptq::config_json(self, cfg),
             Format::CompressedTensors => ct::config_json(self, cfg),
+            Format::Mlx => mlx::config_json(self),
         }
+    }
+
+    /// The entries the format puts into `config.json`: `quantization_config`, and for mlx
+    /// also `quantization` (the key mlx-lm reads; mlx-lm writes both).
+    pub fn config_entries(&self, cfg: &QuantConfig) -> Vec<(&'static str, Value)> {
+        let q = self.config_json(cfg);
+        match self.format {
+            Format::Fake => Vec::new(),
+            Format::Mlx => vec![("quantization", q.clone()), ("quantization_config", q)],
+            _ => vec![("quantization_config", q)],
+        }
+    }
+
+    /// Check, from tensor headers alone (`info` gives a tensor's dtype and shape), that linear
+    /// `name` (`m × d`) is stored as this layout says. Errors name the tensor.
+    pub fn check_stored(&self, info: HeaderOf<'_>, name: &str, m: usize, d: usize) -> Result<()> {
+        if self.format == Format::Mlx {
+            return mlx::layout(info, name, m, d).map(|_| ());
+        }
+        for t in self.plan(name, m, d, false) {
+            let (dt, shape) = info(&t.name)?;
+            if dt != t.dtype || shape != t.shape {
+                return Err(Error::Tensor {
+                    path: std::path::PathBuf::new(),
+                    tensor: t.name,
+                    reason: format!(
+                        "{dt:?} {shape:?}, expected {:?} {:?} from config.json's \
+                         quantization_config",
+                        t.dtype, t.shape
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The layout a model folder's `config.json` declares, if it is quantized in a format we
     /// read. `None` for a float folder; an error for a quantization we do not read.
     pub fn from_config(path: &std::path::Path, config: &Value) -> Result<Option<Stored>> {
+        let model_dtype = match config
+            .get("torch_dtype")
+            .or_else(|| config.get("dtype"))
+            .and_then(Value::as_str)
+        {
+            Some("float16") => ScaleDtype::F16,
+            Some("float32") => ScaleDtype::F32,
+            _ => ScaleDtype::Bf16,
+        };
+        // mlx-lm reads `quantization` first (its `quantization_config` is a copy)
+        if let Some(q) = config.get("quantization") {
+            return mlx::from_config(path, q, model_dtype).map(Some);
+        }
         let Some(q) = config.get("quantization_config") else {
             return Ok(None);
         };
         let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
         match method {
             "gptq" => gptq::from_config(path, q).map(Some),
-            "compressed-tensors" => {
-                let dt = match config
-                    .get("torch_dtype")
-                    .or_else(|| config.get("dtype"))
-                    .and_then(Value::as_str)
-                {
-                    Some("float16") => ScaleDtype::F16,
-                    Some("float32") => ScaleDtype::F32,
-                    _ => ScaleDtype::Bf16,
-                };
-                ct::from_config(path, q, dt).map(Some)
-            }
+            "compressed-tensors" => ct::from_config(path, q, model_dtype).map(Some),
             other => Err(Error::model(
                 path,
                 "quantization_config.quant_method",
-                format!("{other:?}: not a quantization qronos reads (gptq, compressed-tensors)"),
+                format!(
+                    "{other:?}: not a quantization qronos reads (gptq, compressed-tensors, or \
+                     mlx's `quantization`)"
+                ),
             )),
+        }
+    }
+}
+
+/// The safetensors dtype of a scale dtype.
+pub(crate) fn dtype_of(s: ScaleDtype) -> Dtype {
+    match s {
+        ScaleDtype::F32 => Dtype::F32,
+        ScaleDtype::F16 => Dtype::F16,
+        ScaleDtype::Bf16 => Dtype::BF16,
+    }
+}
+
+/// The little-endian bytes of `x` in `dt`, if `x` is exactly a `dt` value.
+pub(crate) fn exact_bytes(x: f32, dt: ScaleDtype) -> Option<Vec<u8>> {
+    match dt {
+        ScaleDtype::F32 => Some(x.to_le_bytes().to_vec()),
+        ScaleDtype::F16 => {
+            let h = half::f16::from_f32(x);
+            (h.to_f32() == x).then(|| h.to_le_bytes().to_vec())
+        }
+        ScaleDtype::Bf16 => {
+            let h = half::bf16::from_f32(x);
+            (h.to_f32() == x).then(|| h.to_le_bytes().to_vec())
         }
     }
 }

@@ -26,6 +26,21 @@ pub fn pack_into(vals: impl IntoIterator<Item = u32>, bits: u32, out: &mut [u32]
     }
 }
 
+/// The codes of an `m × d` row-major matrix, each row packed as its own stream of
+/// `words(d, bits)` words (compressed-tensors' `weight_packed`, MLX's `weight`).
+pub fn pack_rows(codes: &[i32], m: usize, d: usize, bits: u32) -> Vec<u32> {
+    let nw = words(d, bits);
+    let mut out = vec![0u32; m * nw];
+    for n in 0..m {
+        pack_into(
+            codes[n * d..(n + 1) * d].iter().map(|&c| c as u32),
+            bits,
+            &mut out[n * nw..(n + 1) * nw],
+        );
+    }
+    out
+}
+
 /// `vals` packed into a new vector of words.
 pub fn pack(vals: &[u32], bits: u32) -> Vec<u32> {
     let mut out = vec![0; words(vals.len(), bits)];

@@ -107,13 +107,15 @@ impl Drop for OutDir {
 
 /// Copy every file of the model folder except the weights (config, tokenizer, generation
 /// config, …) into `out`; `config.json` gets `dtype` / `torch_dtype` set to `dtype` when the
-/// weights change dtype, and `quantization_config` when the output is a quantized format
-/// (GPTQ also gets it as `quantize_config.json`, which vLLM and GPTQModel read).
+/// weights change dtype, and the format's `quant` entries (`quantization_config`; mlx's
+/// `quantization`) when the output is a quantized format; an input's own entries are removed.
+/// GPTQ's `quantization_config` is also written as `quantize_config.json`, which vLLM and
+/// GPTQModel read.
 pub fn copy_side_files(
     m: &ModelDir,
     out: &Path,
     dtype: Option<&str>,
-    quant: Option<&Value>,
+    quant: &[(&str, Value)],
 ) -> Result<()> {
     let rd = std::fs::read_dir(&m.dir).map_err(|source| Error::Io {
         path: m.dir.clone(),
@@ -129,7 +131,7 @@ pub fn copy_side_files(
         if name == "quantize_config.json" || name == "quant_config.json" {
             continue; // an input's own GPTQ config never describes our output
         }
-        if name == "config.json" && (dtype.is_some() || quant.is_some()) {
+        if name == "config.json" && (dtype.is_some() || !quant.is_empty()) {
             {
                 let text = std::fs::read_to_string(&p).map_err(|source| Error::Io {
                     path: p.clone(),
@@ -145,13 +147,10 @@ pub fn copy_side_files(
                             o.insert("torch_dtype".into(), Value::from(dt));
                         }
                     }
-                    match quant {
-                        Some(q) => {
-                            o.insert("quantization_config".into(), q.clone());
-                        }
-                        None => {
-                            o.remove("quantization_config");
-                        }
+                    o.remove("quantization_config");
+                    o.remove("quantization");
+                    for (k, q) in quant {
+                        o.insert(k.to_string(), q.clone());
                     }
                 }
                 let text = serde_json::to_string_pretty(&v).expect("JSON");
@@ -164,7 +163,10 @@ pub fn copy_side_files(
         }
         std::fs::copy(&p, &dst).map_err(|source| Error::Io { path: dst, source })?;
     }
-    if let Some(q) = quant.filter(|q| q["quant_method"] == "gptq") {
+    let gptq = quant
+        .iter()
+        .find(|(k, q)| *k == "quantization_config" && q["quant_method"] == "gptq");
+    if let Some((_, q)) = gptq {
         let path = out.join("quantize_config.json");
         let text = serde_json::to_string_pretty(q).expect("JSON") + "\n";
         std::fs::write(&path, text).map_err(|source| Error::Io { path, source })?;

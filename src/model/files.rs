@@ -10,7 +10,7 @@ use safetensors::Dtype;
 use serde_json::Value;
 
 use super::config::ModelConfig;
-use crate::format::Stored;
+use crate::format::{Format, Stored};
 use crate::io::SafetensorsFile;
 use crate::{Error, Result};
 
@@ -68,9 +68,19 @@ impl ModelDir {
         for (name, shape) in super::llama::expected_tensors(&m.config) {
             match m.quantized(&name) {
                 Some((s, p)) => {
-                    for t in s.plan(p, shape[0], shape[1], false) {
-                        m.check_stored(&t.name, t.dtype, &t.shape)?;
-                    }
+                    let info = |n: &str| -> Result<(Dtype, Vec<usize>)> {
+                        match m.map.get(n) {
+                            Some(&i) => Ok(m.shards[i].tensor_info(n).expect("indexed")),
+                            None => Err(Error::Tensor {
+                                path: PathBuf::new(),
+                                tensor: n.to_string(),
+                                reason: "missing (config.json declares a quantized checkpoint)"
+                                    .into(),
+                            }),
+                        }
+                    };
+                    s.check_stored(&info, p, shape[0], shape[1])
+                        .map_err(|e| m.locate(e))?;
                 }
                 None => m.check(&name, &shape)?,
             }
@@ -82,32 +92,22 @@ impl ModelDir {
     fn quantized<'n>(&self, name: &'n str) -> Option<(Stored, &'n str)> {
         let s = self.quant?;
         let p = name.strip_suffix(".weight")?;
-        (p.starts_with("model.layers.") && p.ends_with("_proj")).then_some((s, p))
+        let linear = p.starts_with("model.layers.") && p.ends_with("_proj");
+        // mlx-lm: a module is quantized iff its `.scales` exist
+        let packed = s.format != Format::Mlx || self.map.contains_key(&format!("{p}.scales"));
+        (linear && packed).then_some((s, p))
     }
 
-    /// A packed tensor of a quantized linear: present with this dtype and shape.
-    fn check_stored(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<()> {
-        let Some(&i) = self.map.get(name) else {
-            return Err(Error::Tensor {
-                path: self.where_(name),
-                tensor: name.to_string(),
-                reason: format!(
-                    "missing (expected {dtype:?} {shape:?} from config.json's quantization_config)"
-                ),
-            });
-        };
-        let (dt, got) = self.shards[i].tensor_info(name).expect("indexed");
-        if dt != dtype || got != shape {
-            return Err(Error::Tensor {
-                path: self.shards[i].path().to_path_buf(),
-                tensor: name.to_string(),
-                reason: format!(
-                    "{dt:?} {got:?}, expected {dtype:?} {shape:?} from config.json's \
-                     quantization_config"
-                ),
-            });
+    /// `e` with the file its tensor is in (or where it was looked for).
+    fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::Tensor { tensor, reason, .. } => Error::Tensor {
+                path: self.where_(&tensor),
+                tensor,
+                reason,
+            },
+            e => e,
         }
-        Ok(())
     }
 
     /// The file a tensor is in, or where it was looked for.
@@ -194,15 +194,9 @@ impl ModelDir {
                     reason: "missing".into(),
                 })
             };
-            return s.decode(&get, p, shape[0], shape[1]).map_err(|e| match e {
-                // name the file the tensor is in
-                Error::Tensor { tensor, reason, .. } => Error::Tensor {
-                    path: self.where_(&tensor),
-                    tensor,
-                    reason,
-                },
-                e => e,
-            });
+            return s
+                .decode(&get, p, shape[0], shape[1])
+                .map_err(|e| self.locate(e));
         }
         self.check(name, shape)?;
         let i = self.map[name];
