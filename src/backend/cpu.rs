@@ -86,6 +86,7 @@ impl CpuBackend {
             alpha,
             self.par,
         );
+        settle(self.par);
     }
 }
 
@@ -127,6 +128,27 @@ fn transposed(b: MatRef<'_, f32>, lower: bool, threads: usize) -> Vec<f32> {
         }
     });
     out
+}
+
+/// Clear the upper halves of the vector registers on the threads `par` ran faer on (this
+/// one, and with `Par::Rayon` every pool thread). faer's kernels are AVX2 / AVX-512, chosen
+/// at run time, and return with that state in use; the rest of the crate is built for
+/// baseline x86-64 (SSE), and on the machines measured here every SSE instruction after that
+/// runs slowly until a `vzeroupper` (the clip search 4.7× slower, BENCHMARKS.md). Call it
+/// after every faer call whose thread then runs our own loops. Values are not touched.
+pub(crate) fn settle(par: Par) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        #[target_feature(enable = "avx")]
+        fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
+        // SAFETY: the CPU has AVX (checked above), the only requirement of `zero_upper`
+        if let Par::Rayon(_) = par {
+            rayon::broadcast(|_| unsafe { zero_upper() });
+        }
+        unsafe { zero_upper() };
+    }
 }
 
 fn par_threads(par: Par) -> usize {
@@ -262,6 +284,7 @@ fn accumulate_outer(
     } else {
         matmul(acc.as_mut(), accum, a.transpose(), b.unwrap(), alpha, par);
     }
+    settle(par);
 }
 
 /// `beta = 0`: overwrite (old values, even NaN, ignored); else scale by `beta` and add.
@@ -584,7 +607,11 @@ impl Backend for CpuBackend {
                 let mean = (0..d).map(|i| h[(i, i)] as f64).sum::<f64>() / d as f64;
                 f as f64 * mean
             }
-            DampRule::LambdaMax { alpha, iters } => alpha as f64 * lambda_max(h, iters, self.par),
+            DampRule::LambdaMax { alpha, iters } => {
+                let l = lambda_max(h, iters, self.par);
+                settle(self.par);
+                alpha as f64 * l
+            }
         };
         Ok(Mat::from_fn(1, 1, |_, _| lambda as f32))
     }
@@ -878,6 +905,7 @@ fn reversed_inverse_factor<T: FactorFloat>(
     let mut linv = Mat::<T>::zeros(d, d);
     faer::linalg::triangular_inverse::invert_lower_triangular(linv.as_mut(), llt.L(), par);
     drop(llt);
+    settle(par);
     // U[i, j] = L⁻¹[d−1−i, d−1−j]: column j of U is column d−1−j of L⁻¹ reversed, and only
     // its first j+1 entries (the upper triangle) are non-zero.
     let mut u = Mat::<f32>::zeros(d, d);

@@ -322,6 +322,7 @@ fn attend_one(q: MatRef<'_, f32>, k: MatRef<'_, f32>, v: MatRef<'_, f32>, scale:
             scale,
             Par::Seq,
         );
+        super::cpu::settle(Par::Seq);
         softmax_causal(sb.as_mut(), t0);
         matmul(
             o.as_mut().subcols_mut(t0, t1 - t0),
@@ -331,6 +332,7 @@ fn attend_one(q: MatRef<'_, f32>, k: MatRef<'_, f32>, v: MatRef<'_, f32>, scale:
             1.0,
             Par::Seq,
         );
+        super::cpu::settle(Par::Seq);
     }
     o
 }
