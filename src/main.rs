@@ -402,7 +402,9 @@ fn flops_report(
 }
 
 fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
-    use qronos::model::export::{copy_side_files, CheckpointWriter, OutDir, Output};
+    use qronos::model::export::{
+        check_float_input, copy_side_files, CheckpointWriter, OutDir, Output,
+    };
     use qronos::model::{calib, ModelDir, Tokenizer};
     let t_start = Instant::now();
     let mut cfg = args.config()?;
@@ -411,6 +413,7 @@ fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         cfg.stream_device_bytes = Some(args.gpu_stream_mb << 20);
     }
     let model = ModelDir::open(&args.model)?;
+    check_float_input(&model)?;
     let tok = Tokenizer::open(&args.model, &model.config)?;
     let mut ids = Vec::new();
     for f in &args.calib {

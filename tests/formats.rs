@@ -808,6 +808,58 @@ fn mlx_folders_decode_exactly_and_evaluate_like_fake() {
                 pf.to_bits(),
                 "{what}: {name} float, the rest mlx"
             );
+            // and the (tied) embedding quantized as mlx-lm does it: 4-bit affine, g32, bf16
+            // scales and biases, packed here; the fake folder gets the same dequantized values
+            let e = "model.embed_tokens";
+            let (_, shape, bytes) = t[&format!("{e}.weight")].clone();
+            let (rows, cols) = (shape[0], shape[1]);
+            let x = qronos::io::decode_float(safetensors::Dtype::F32, &bytes).unwrap();
+            let bf = |v: f32| half::bf16::from_f32(v);
+            let (mut packed, mut sc, mut bi, mut deq) = (
+                vec![0u8; rows * cols / 2],
+                vec![],
+                vec![],
+                vec![0f32; rows * cols],
+            );
+            for r in 0..rows {
+                for g in 0..cols / 32 {
+                    let grp = &x[r * cols + g * 32..r * cols + g * 32 + 32];
+                    let (lo, hi) = grp
+                        .iter()
+                        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                    let s = bf(((hi - lo) / 15.0).max(1e-6));
+                    let b = bf(lo);
+                    sc.extend(s.to_le_bytes());
+                    bi.extend(b.to_le_bytes());
+                    for (k, &v) in grp.iter().enumerate() {
+                        let q = ((v - b.to_f32()) / s.to_f32()).round().clamp(0.0, 15.0) as u8;
+                        let j = r * cols + g * 32 + k;
+                        packed[j / 2] |= q << (4 * (j % 2));
+                        deq[j] = s.to_f32() * q as f32 + b.to_f32();
+                    }
+                }
+            }
+            let u32t = safetensors::Dtype::U32;
+            let bf16 = safetensors::Dtype::BF16;
+            t.insert(format!("{e}.weight"), (u32t, vec![rows, cols / 8], packed));
+            t.insert(
+                format!("{e}.scales"),
+                (bf16, vec![rows, cols / 32], sc.clone()),
+            );
+            t.insert(format!("{e}.biases"), (bf16, vec![rows, cols / 32], bi));
+            rewrite(dq, &t);
+            let mut tf = read_all(df);
+            let f32b: Vec<u8> = deq.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tf.insert(
+                format!("{e}.weight"),
+                (safetensors::Dtype::F32, shape.clone(), f32b),
+            );
+            rewrite(df, &tf);
+            assert_eq!(
+                ppl(dq).to_bits(),
+                ppl(df).to_bits(),
+                "{what}: a quantized embedding (and tied head)"
+            );
         }
     }
 }
@@ -870,6 +922,23 @@ fn mlx_refusals() {
     assert!(ok, "{err}");
     let (ok, err) = eval_cli(&out, &calib);
     assert!(ok, "{err}");
+    // a quantized folder is not an input for quantize (no panic, no output)
+    let again = dir.join("again");
+    let (ok, err) = quantize_cli(&out, &calib, &again, &mlx32);
+    assert!(!ok && err.contains("already a mlx checkpoint"), "{err}");
+    assert!(!err.contains("panicked") && !again.exists(), "{err}");
+    // `quantization: null` is a float model, as in mlx-lm
+    let float = dir.join("float");
+    std::fs::create_dir_all(&float).unwrap();
+    for f in std::fs::read_dir(&model).unwrap().flatten() {
+        std::fs::copy(f.path(), float.join(f.file_name())).unwrap();
+    }
+    let cpath = float.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
+    c["quantization"] = serde_json::Value::Null;
+    std::fs::write(&cpath, c.to_string()).unwrap();
+    assert!(ModelDir::open(&float).is_ok_and(|m| m.quant.is_none()));
     // a folder whose scales do not fit its weight: named on open
     let name = "model.layers.1.mlp.down_proj";
     let mut t = read_all(&out);

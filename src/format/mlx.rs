@@ -8,10 +8,13 @@
 //!
 //! Our grid is `s · (c − z)`, so `biases = −s · z`. Kept exact: the scale is rounded before
 //! the codes are chosen to the model's dtype (bf16 for an f32 model), so `s · c` and `s · z`
-//! (at most 8 + 8 significant bits) are exact in f32 and `s · c + b == s · (c − z)` exactly
-//! in mlx's f32 arithmetic. A symmetric grid (`z = 2^(b−1)`) stores scales and biases in that
-//! dtype (a power-of-two multiple is exact); an asymmetric one stores both in f32, since
-//! `s · z` needs up to 16 significant bits.
+//! (at most 8 + 8 significant bits for bf16, 11 + 8 for f16) are exact in f32 and
+//! `s · c + b == s · (c − z)` exactly when mlx computes in f32 (f32 activations, or f32
+//! scales). A symmetric grid (`z = 2^(b−1)`) stores scales and biases in that dtype (a
+//! power-of-two multiple is exact); an asymmetric one stores both in f32, since `s · z` needs
+//! up to 16 significant bits (and mlx then computes that layer in f32). With bf16 / f16
+//! activations and scales mlx rounds `s · c + b` to that dtype itself, as it does for its own
+//! quantizations.
 //!
 //! `config.json` gets `quantization: {group_size, bits, mode: "affine"}` and the same object
 //! as `quantization_config` (as mlx-lm writes it). mlx-lm quantizes a module iff its `.scales`

@@ -233,7 +233,7 @@ impl Stored {
             _ => ScaleDtype::Bf16,
         };
         // mlx-lm reads `quantization` first (its `quantization_config` is a copy)
-        if let Some(q) = config.get("quantization") {
+        if let Some(q) = config.get("quantization").filter(|q| !q.is_null()) {
             return mlx::from_config(path, q, model_dtype).map(Some);
         }
         let Some(q) = config.get("quantization_config") else {

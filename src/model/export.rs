@@ -174,6 +174,23 @@ pub fn copy_side_files(
     Ok(())
 }
 
+/// The writer takes a float model: a quantized checkpoint's packed tensors are not the
+/// weights it plans (`qronos eval` reads such folders; quantize the float model instead).
+pub fn check_float_input(m: &ModelDir) -> Result<()> {
+    match m.quant {
+        Some(s) => Err(Error::model(
+            super::config::config_path(&m.dir),
+            "quantization_config",
+            format!(
+                "{} is already a {} checkpoint: qronos quantize takes the float model",
+                m.dir.display(),
+                s.format.name()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The block a tensor belongs to (`model.layers.{i}.…`), if any.
 fn block_of(name: &str) -> Option<usize> {
     name.strip_prefix("model.layers.")?
@@ -272,6 +289,7 @@ impl<'m> CheckpointWriter<'m> {
         out: Output,
         max_shard_bytes: usize,
     ) -> Result<CheckpointWriter<'m>> {
+        check_float_input(m)?;
         let nb = m.config.num_hidden_layers;
         let owns_bias = matches!(out, Output::Packed(s) if s.format.owns_bias());
         let mut replaced = std::collections::HashSet::new();

@@ -88,14 +88,18 @@ impl ModelDir {
         Ok(m)
     }
 
-    /// The stored layout and linear name when `name` is a quantized linear's weight.
+    /// The stored layout and module name when `name` is a quantized matrix's weight: a decoder
+    /// block's linear, or in an mlx folder any module with `.scales` (mlx-lm also quantizes
+    /// the embedding and an untied lm_head, and leaves a module float when it has none).
     fn quantized<'n>(&self, name: &'n str) -> Option<(Stored, &'n str)> {
         let s = self.quant?;
         let p = name.strip_suffix(".weight")?;
-        let linear = p.starts_with("model.layers.") && p.ends_with("_proj");
-        // mlx-lm: a module is quantized iff its `.scales` exist
-        let packed = s.format != Format::Mlx || self.map.contains_key(&format!("{p}.scales"));
-        (linear && packed).then_some((s, p))
+        let ours = if s.format == Format::Mlx {
+            self.map.contains_key(&format!("{p}.scales"))
+        } else {
+            p.starts_with("model.layers.") && p.ends_with("_proj")
+        };
+        ours.then_some((s, p))
     }
 
     /// `e` with the file its tensor is in (or where it was looked for).
