@@ -210,8 +210,13 @@ impl QuantizeArgs {
         // hmse where it applies (static groups of GPTQ / Qronos; measured in BENCHMARKS.md)
         let fits = self.q.method != MethodArg::Rtn && (act_order || self.q.static_groups);
         let clip = if fits { Clip::HessianMse } else { Clip::MinMax };
-        let mut layer = self.q.config(act_order, self.desc_act, clip)?;
         let format = self.format.format();
+        let group = if format == qronos::format::Format::Mlx {
+            64
+        } else {
+            128
+        };
+        let mut layer = self.q.config(act_order, self.desc_act, clip, group)?;
         // the model's dtype is set once the model is open (compressed-tensors, mlx)
         layer.scale_dtype = format.scale_dtype(qronos::grid::ScaleDtype::Bf16);
         if format == qronos::format::Format::Fake {
@@ -375,9 +380,10 @@ pub struct QuantFlags {
     /// Bits per weight, 2..=8.
     #[arg(long, default_value_t = 4)]
     pub bits: u32,
-    /// Input columns per scale group; -1 = one group per output row.
-    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
-    pub group_size: i64,
+    /// Input columns per scale group; -1 = one group per output row. Default 128 (64 with
+    /// `quantize --format mlx`, mlx-lm's own default).
+    #[arg(long, allow_hyphen_values = true)]
+    pub group_size: Option<i64>,
     /// Symmetric grid (the default; loadable as GPTQ sym).
     #[arg(long, conflicts_with = "asym")]
     pub sym: bool,
@@ -412,7 +418,14 @@ pub struct QuantFlags {
 
 impl QuantFlags {
     /// The validated layer config, with the command's act-order choice.
-    pub fn config(&self, act_order: bool, desc_act: bool, clip: Clip) -> Result<QuantConfig> {
+    /// `group` is the group size when `--group-size` is not given.
+    pub fn config(
+        &self,
+        act_order: bool,
+        desc_act: bool,
+        clip: Clip,
+        group: i64,
+    ) -> Result<QuantConfig> {
         let cfg = QuantConfig {
             method: match self.method {
                 MethodArg::Rtn => Method::Rtn,
@@ -420,7 +433,7 @@ impl QuantFlags {
                 MethodArg::Qronos => Method::Qronos,
             },
             bits: self.bits,
-            group_size: GroupSize::from_i64(self.group_size)?,
+            group_size: GroupSize::from_i64(self.group_size.unwrap_or(group))?,
             sym: !self.asym,
             act_order,
             desc_act,
@@ -463,7 +476,9 @@ pub struct LayerArgs {
 impl LayerArgs {
     /// The validated library config these flags mean.
     pub fn config(&self) -> Result<QuantConfig> {
-        let cfg = self.q.config(self.act_order, self.desc_act, Clip::MinMax)?;
+        let cfg = self
+            .q
+            .config(self.act_order, self.desc_act, Clip::MinMax, 128)?;
         if qronos::io::same_file(&self.case, &self.out) || self.case == self.out {
             return Err(Error::config(
                 "--out",
