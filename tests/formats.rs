@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use models::{model_dir, tmp, tokens, Collect};
+use models::{model_dir, tiny_ppl as ppl, tmp, tokens, Collect};
 use qronos::backend::cpu::CpuBackend;
 use qronos::format::{Format, Stored};
 use qronos::grid::{Clip, ScaleDtype};
-use qronos::model::eval::{perplexity, EvalConfig, Protocol};
 use qronos::model::export::{copy_side_files, CheckpointWriter, Output, MAX_SHARD_BYTES};
 use qronos::model::quantize::{quantize_model, FloatStream, PipelineConfig, Sink};
 use qronos::model::ModelDir;
@@ -266,22 +265,6 @@ fn layer(bits: u32, sym: bool, group: usize, desc_act: bool) -> QuantConfig {
         },
         ..QuantConfig::default()
     }
-}
-
-fn ppl(dir: &Path) -> f64 {
-    let m = ModelDir::open(dir).unwrap();
-    let ids = tokens(2048, m.config.vocab_size as u32, 99);
-    let cfg = EvalConfig {
-        seqlen: 64,
-        max_tokens: None,
-        protocol: Protocol::Standard,
-        chunk_tokens: None,
-        act_bits: None,
-        kv_bits: None,
-    };
-    perplexity(&CpuBackend::new(), &m, &ids, None, &cfg, &mut NoProgress)
-        .unwrap()
-        .ppl
 }
 
 /// GPTQ v1 and v2, sym and asym, 2/3/4/8 bits, contiguous and permuted groups, with and

@@ -1,6 +1,6 @@
 //! Shared helpers of the model-level tests (included with
 //! `#[path = "common/models.rs"] mod models;`): the tiny test models, scratch folders,
-//! seeded token ids, and a sink that keeps every quantized linear.
+//! seeded token ids, a sink that keeps every quantized linear, and a folder's perplexity.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -43,4 +43,23 @@ impl Sink for Collect {
         self.0.push((name.to_string(), r.clone()));
         Ok(())
     }
+}
+
+/// The CPU perplexity of model folder `dir` on 2048 seeded tokens (seed 99), seqlen 64.
+pub fn tiny_ppl(dir: &Path) -> f64 {
+    use qronos::model::eval::{perplexity, EvalConfig, Protocol};
+    let m = qronos::model::ModelDir::open(dir).unwrap();
+    let ids = tokens(2048, m.config.vocab_size as u32, 99);
+    let cfg = EvalConfig {
+        seqlen: 64,
+        max_tokens: None,
+        protocol: Protocol::Standard,
+        chunk_tokens: None,
+        act_bits: None,
+        kv_bits: None,
+    };
+    let be = qronos::backend::cpu::CpuBackend::new();
+    perplexity(&be, &m, &ids, None, &cfg, &mut qronos::NoProgress)
+        .unwrap()
+        .ppl
 }
